@@ -1,0 +1,10 @@
+"""Small networks for the examples, registered in ``MODELS``."""
+
+from flowkit.models.mlp import MLP
+from flowkit.models.time_embedding import FourierTime
+from flowkit.registry import MODELS
+
+build = MODELS.build
+names = MODELS.names
+
+__all__ = ["MLP", "FourierTime", "build", "names"]

@@ -1,0 +1,59 @@
+"""A small time-conditioned MLP for vector data."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from flowkit.models.time_embedding import FourierTime
+from flowkit.registry import MODELS
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+@MODELS.register("mlp")
+class MLP(nn.Module):
+    """Time-conditioned MLP acting on the last axis: ``x (..., dim), t (...) -> (..., dim)``.
+
+    ``t`` of shape ``(B,)`` is broadcast over the middle axes, so the same network serves vectors
+    ``(B, dim)`` and tokens ``(B, N, dim)`` with per-token times ``(B, N)``.
+
+    Args:
+        dim: data dimension.
+        hidden: width of the hidden layers.
+        depth: number of hidden layers.
+        time_frequencies: Fourier time features (0: the raw t only).
+        activation: one of ``silu``, ``relu``, ``gelu``, ``tanh``.
+    """
+
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden: int = 128,
+        depth: int = 3,
+        time_frequencies: int = 8,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        for arg, val in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+            if not isinstance(val, int) or val < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {val!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+            )
+        self.dim = dim
+        self.time = FourierTime(time_frequencies)
+        layers: list[nn.Module] = []
+        width = dim + self.time.out_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
+            width = hidden
+        layers.append(nn.Linear(width, dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, t: Tensor, **cond: object) -> Tensor:
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"MLP expects x with last axis {self.dim}, got shape {tuple(x.shape)}")
+        t = t.reshape(*t.shape, *([1] * (x.ndim - 1 - t.ndim))).expand(x.shape[:-1])
+        return self.net(torch.cat([x, self.time(t).to(x.dtype)], dim=-1))
