@@ -1,5 +1,6 @@
 """Small networks for the examples, registered in ``MODELS``."""
 
+from flowkit.models.conv import ConvNet
 from flowkit.models.mlp import MLP
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
@@ -7,4 +8,4 @@ from flowkit.registry import MODELS
 build = MODELS.build
 names = MODELS.names
 
-__all__ = ["MLP", "FourierTime", "build", "names"]
+__all__ = ["MLP", "ConvNet", "FourierTime", "build", "names"]

@@ -5,7 +5,27 @@ Every registered schedule is also a path name: ``fk.paths.build("cosine")`` is
 """
 
 from flowkit.paths.affine import PREDICTIONS, AffinePath, PathSample, path_for_schedule
-from flowkit.paths.schedules import RectifiedSchedule, Schedule
+from flowkit.paths.schedule_change import ScheduleChange, TimeChange, equal_snr_time_change
+from flowkit.paths.schedules import (
+    CosineSchedule,
+    CustomSchedule,
+    EDMSchedule,
+    LDMLinearSchedule,
+    LinearVPSchedule,
+    PolynomialSchedule,
+    RectifiedSchedule,
+    Schedule,
+    VPSchedule,
+)
+from flowkit.paths.shift import (
+    dynamic_shift_mu,
+    exponential_shift,
+    resolution_shift,
+    shift,
+    shift_time,
+    sigma_to_t,
+    t_to_sigma,
+)
 from flowkit.registry import PATHS, SCHEDULES
 
 for _name in SCHEDULES.names():
@@ -18,9 +38,26 @@ names = PATHS.names
 __all__ = [
     "PREDICTIONS",
     "AffinePath",
+    "CosineSchedule",
+    "CustomSchedule",
+    "EDMSchedule",
+    "LDMLinearSchedule",
+    "LinearVPSchedule",
     "PathSample",
+    "PolynomialSchedule",
     "RectifiedSchedule",
     "Schedule",
+    "ScheduleChange",
+    "TimeChange",
+    "VPSchedule",
     "build",
+    "dynamic_shift_mu",
+    "equal_snr_time_change",
+    "exponential_shift",
     "names",
+    "resolution_shift",
+    "shift",
+    "shift_time",
+    "sigma_to_t",
+    "t_to_sigma",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from flowkit._tensor import as_time, check_unit_interval, expand_time
 from flowkit.paths import conversions as cv
+from flowkit.paths import weights
 from flowkit.paths.schedules.base import Schedule
 from flowkit.registry import PATHS, SCHEDULES, did_you_mean
 
@@ -49,9 +51,14 @@ class AffinePath:
 
     Args:
         schedule: a :class:`Schedule`, a registered schedule name or ``{name: ..., **kwargs}``.
-        eps: endpoint guard for conversions that divide by ``a`` (from epsilon/score at t=0) or by
-            ``b`` (from x1 at t=1): their time is clamped into ``[eps, 1 − eps]``. Every other
-            conversion is exact at the endpoints.
+        eps: endpoint guard. Whenever a formula divides by ``a`` (zero at t = 0) or ``b`` (zero at
+            t = 1), or the schedule's derivatives are infinite at an endpoint
+            (``schedule.finite_derivatives`` False), the time is clamped into ``[eps, 1 − eps]``.
+            See :meth:`convert` for which conversions are exact at the endpoints.
+
+    Attributes:
+        velocity_invertible_at_endpoints: True when ``det = a·b' − a'·b`` is finite and non-zero
+            at t = 0 and t = 1, so velocity -> x1/epsilon needs no clamping.
 
     Example:
         >>> import torch, flowkit as fk
@@ -59,6 +66,9 @@ class AffinePath:
         >>> x0, x1, t = torch.randn(4, 2), torch.randn(4, 2), torch.rand(4)
         >>> s = path.sample(x0, x1, t)
         >>> torch.allclose(s.velocity, x1 - x0)
+        True
+        >>> eps = path.convert(s.velocity, src="velocity", dst="epsilon", x_t=s.x_t, t=t)
+        >>> torch.allclose(eps, x0, atol=1e-5)
         True
     """
 
@@ -69,39 +79,59 @@ class AffinePath:
         if not 0.0 <= eps < 0.5:
             raise ValueError(f"eps must lie in [0, 0.5), got {eps}")
         self.eps = eps
+        ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        s = self.schedule
+        det = s.a(ends) * s.db(ends) - s.da(ends) * s.b(ends)
+        self.velocity_invertible_at_endpoints = bool((torch.isfinite(det) & (det != 0)).all())
 
     def __repr__(self) -> str:
         return f"AffinePath({self.schedule!r})"
 
     def a(self, t: Tensor) -> Tensor:
+        """Data coefficient ``a(t)``."""
         return self.schedule.a(t)
 
     def b(self, t: Tensor) -> Tensor:
+        """Source coefficient ``b(t)``."""
         return self.schedule.b(t)
 
     def da(self, t: Tensor) -> Tensor:
+        """``a'(t)``."""
         return self.schedule.da(t)
 
     def db(self, t: Tensor) -> Tensor:
+        """``b'(t)``."""
         return self.schedule.db(t)
 
     def log_snr(self, t: Tensor) -> Tensor:
+        """``λ(t) = log(a²/b²)``."""
         return self.schedule.log_snr(t)
 
+    def clamp_time(self, t: Tensor) -> Tensor:
+        """``t`` clamped into ``[eps, 1 − eps]`` (the endpoint guard)."""
+        return t.clamp(self.eps, 1.0 - self.eps)
+
     def coefficients(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(a, b, a', b')`` at ``t``, broadcast against ``x``."""
+        """``(a, b, a', b')`` at ``t`` (shape (), (B,) or (B, N)) broadcast against ``x``."""
         t = expand_time(as_time(t, x), x)
         s = self.schedule
         return s.a(t), s.b(t), s.da(t), s.db(t)
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor | float) -> PathSample:
-        """Point ``x_t`` on the conditional path between ``x0`` and ``x1`` and its velocity."""
+        """Point ``x_t = a·x1 + b·x0`` on the conditional path and its velocity ``a'·x1 + b'·x0``.
+
+        Exact at t = 0 and t = 1, except for schedules with infinite derivatives at an endpoint
+        (``linear_vp``, ``vp``, ``ldm_linear``, ``edm``): their time is clamped into
+        ``[eps, 1 − eps]`` and the returned ``PathSample.t`` is the clamped time.
+        """
         if x0.shape != x1.shape:
             raise ValueError(
                 f"x0 and x1 must have the same shape; got {tuple(x0.shape)} and {tuple(x1.shape)}"
             )
         t = as_time(t, x1)
         check_unit_interval(t)
+        if not self.schedule.finite_derivatives:
+            t = self.clamp_time(t)
         a, b, da, db = self.coefficients(t, x1)
         return PathSample(x_t=a * x1 + b * x0, velocity=da * x1 + db * x0, t=t, x0=x0, x1=x1)
 
@@ -110,16 +140,25 @@ class AffinePath:
 
         Formulas (``det = a·b' − a'·b``, ``λ' = 2(a'/a − b'/b)``)::
 
-            velocity -> x1:      x1 = (b'·x_t − b·v) / det
-            velocity -> epsilon: ε  = (a·v − a'·x_t) / det      (= −2/(λ'·b)·(v − (a'/a)·x_t), SD3)
-            epsilon  -> velocity: v = (a'/a)·x_t − (b·λ'/2)·ε
-            x1       -> velocity: v = (b'/b)·x_t + (a' − a·b'/b)·x1
-            score = −ε / b   (Gaussian source N(0, I))
+            velocity -> x1:       x1 = (b'·x_t − b·v) / det
+            velocity -> epsilon:  ε  = (a·v − a'·x_t) / det      (= −2/(λ'·b)·(v − (a'/a)·x_t), SD3)
+            epsilon  -> velocity: v  = (a'/a)·x_t − (b·λ'/2)·ε
+            epsilon  -> x1:       x1 = (x_t − b·ε) / a
+            x1       -> velocity: v  = (b'/b)·x_t + (a' − a·b'/b)·x1
+            x1       -> epsilon:  ε  = (x_t − a·x1) / b
+            score = −ε / b,  ε = −b·score   (Gaussian source N(0, I))
 
-        Endpoints: conversions out of ``epsilon``/``score`` divide by ``a`` and those out of
-        ``x1`` divide by ``b``; their time is clamped into ``[eps, 1 − eps]``. Conversions
-        out of ``velocity`` to x1/epsilon are exact for all t in [0, 1]; ``score`` output
-        divides by ``b`` and is evaluated at the clamped time as well.
+        Endpoints: ``velocity -> x1`` and ``velocity -> epsilon`` are exact for every t in
+        [0, 1] when ``det`` is finite and non-zero at t = 0 and 1
+        (``velocity_invertible_at_endpoints``: rectified, cosine; not polynomial with n ≠ 1,
+        whose a' vanishes or blows up at t = 0, nor schedules with infinite derivatives).
+        Otherwise, and for every other conversion, which divides by ``a`` (out of
+        epsilon/score: zero at t = 0) or by ``b`` (out of x1, into or out of score: zero at
+        t = 1), t is clamped into ``[eps, 1 − eps]``.
+
+        Raises:
+            ValueError: unknown ``src``/``dst``, ``pred`` and ``x_t`` of different shapes, or t
+                outside [0, 1].
         """
         check_prediction(src, "src")
         check_prediction(dst, "dst")
@@ -127,12 +166,13 @@ class AffinePath:
             raise ValueError(
                 f"pred of shape {tuple(pred.shape)} must match x_t of shape {tuple(x_t.shape)}"
             )
-        if src == dst:
-            return pred
         t = as_time(t, x_t)
         check_unit_interval(t)
-        if src in ("epsilon", "score", "x1") or dst == "score":
-            t = t.clamp(self.eps, 1.0 - self.eps)
+        if src == dst:
+            return pred
+        exact = src == "velocity" and dst != "score" and self.velocity_invertible_at_endpoints
+        if not exact:
+            t = self.clamp_time(t)
         a, b, da, db = self.coefficients(t, x_t)
         if src == "score":
             pred, src = -b * pred, "epsilon"
@@ -153,7 +193,11 @@ class AffinePath:
         return cv.velocity_from_x1(x1, x_t, a, b, da, db)
 
     def target(self, sample: PathSample, prediction: str) -> Tensor:
-        """The regression target of ``sample`` in the ``prediction`` parameterisation."""
+        """The regression target of ``sample`` in the ``prediction`` parameterisation.
+
+        ``velocity``: ``a'·x1 + b'·x0``; ``epsilon``: ``x0``; ``x1``: ``x1``; ``score``: ``−x0/b``
+        with ``b`` at the clamped time (``b(1) = 0``).
+        """
         check_prediction(prediction, "prediction")
         if prediction == "velocity":
             return sample.velocity
@@ -161,25 +205,32 @@ class AffinePath:
             return sample.x0
         if prediction == "x1":
             return sample.x1
-        b = self.coefficients(sample.t, sample.x_t)[1]
+        b = self.coefficients(self.clamp_time(sample.t), sample.x_t)[1]
         return -sample.x0 / b
+
+    def _weight(self, fn: Callable[..., Tensor], t: Tensor, prediction: str, x: Tensor) -> Tensor:
+        check_prediction(prediction, "prediction")
+        t = as_time(t, x)
+        check_unit_interval(t)
+        return fn(prediction, *self.coefficients(self.clamp_time(t), x))
 
     def velocity_weight(self, t: Tensor, prediction: str, x: Tensor) -> Tensor:
         """Weight ``w(t)`` with ``w·||pred − target||² = ||v̂ − v||²`` in ``prediction``'s terms.
 
         ``velocity``: 1; ``epsilon``: ``(b·λ'/2)² = (a'b/a − b')²``; ``x1``: ``(a' − a·b'/b)²``;
-        ``score``: ``(b·λ'/2)²·b²``. Broadcast against ``x``. Times are clamped into
-        ``[eps, 1 − eps]`` where the weight divides by a or b.
+        ``score``: ``(b·λ'/2)²·b²`` (:func:`flowkit.paths.weights.velocity_weight`). Broadcast
+        against ``x``; t is clamped into ``[eps, 1 − eps]``.
         """
-        check_prediction(prediction, "prediction")
-        t = as_time(t, x).clamp(self.eps, 1.0 - self.eps)
-        a, b, da, db = self.coefficients(t, x)
-        if prediction == "velocity":
-            return torch.ones_like(a)
-        if prediction == "x1":
-            return (da - a * db / b) ** 2
-        w = (da * b / a - db) ** 2
-        return w * b**2 if prediction == "score" else w
+        return self._weight(weights.velocity_weight, t, prediction, x)
+
+    def sd3_weight(self, t: Tensor, prediction: str, x: Tensor) -> Tensor:
+        """SD3's ``w_t`` for which ``½·w_t·λ'(t)·||ε̂ − ε||²`` equals the ``prediction`` MSE.
+
+        ``velocity``: ``b²·λ'/2`` (rectified: ``(1 − t)/t``); ``epsilon``: ``2/λ'``; ``x1``:
+        ``2·e^{−λ}/λ'``; ``score``: ``2/(b²·λ')`` (:func:`flowkit.paths.weights.sd3_weight`).
+        Broadcast against ``x``; t is clamped into ``[eps, 1 − eps]``.
+        """
+        return self._weight(weights.sd3_weight, t, prediction, x)
 
 
 @PATHS.register("affine")

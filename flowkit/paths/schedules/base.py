@@ -18,10 +18,15 @@ class Schedule(ABC):
     Subclasses implement :meth:`a`, :meth:`b`, :meth:`da`, :meth:`db` in closed form, elementwise
     on a tensor ``t`` of any shape. ``reaches_endpoints`` is True when ``a(0)=0, b(0)=1, a(1)=1,
     b(1)=0`` hold exactly; schedules such as ``vp`` only reach them approximately and say so.
+    ``finite_derivatives`` is True when ``a'`` and ``b'`` are finite on the closed interval
+    [0, 1]; where it is False (``linear_vp``, ``vp``, ``ldm_linear`` at t = 1, ``edm`` at both
+    ends) the conditional velocity blows up at an endpoint and :class:`AffinePath` evaluates the
+    coefficients at times clamped into ``[eps, 1 − eps]``.
     """
 
     name: str = "schedule"
     reaches_endpoints: bool = True
+    finite_derivatives: bool = True
 
     @abstractmethod
     def a(self, t: Tensor) -> Tensor:

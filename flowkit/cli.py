@@ -1,0 +1,207 @@
+"""The ``flowkit`` command: run, validate, list, sample and evaluate experiments.
+
+An invalid experiment prints every problem with its key path and exits with status 2 (no
+traceback); ``--help`` on every subcommand shows examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from flowkit.experiment.errors import ConfigError
+from flowkit.registry import REGISTRIES, did_you_mean
+
+EXIT_CONFIG = 2
+
+RUN_EXAMPLES = """examples:
+  flowkit run                        # built-in default: N(0, I) -> moons, reflow, distill
+  flowkit run examples/two_half_circles.yaml
+  flowkit run examples/moons_reflow.yaml --set training.steps=500 --set seed=1
+  flowkit run examples/digits.yaml --set stages[0].training.lr=3e-4 --out /tmp/runs
+  flowkit run --resume                          # continue the latest run of the default experiment
+  flowkit run --resume runs/moons_reflow-20250101-120000
+"""
+VALIDATE_EXAMPLES = """examples:
+  flowkit validate examples/moons_reflow.yaml
+  flowkit validate my.yaml --set evaluation.n_samples=500
+"""
+LIST_EXAMPLES = """examples:
+  flowkit list              # every registry
+  flowkit list solvers      # one registry (singular names work too: flowkit list solver)
+"""
+SAMPLE_EXAMPLES = """examples:
+  flowkit sample runs/moons_reflow-20250101-120000 --solver euler --steps 1 --n 2000 --out x.png
+  flowkit sample RUN --stage 1-rf --solver dopri5 --n 5000 --out samples.safetensors
+  flowkit sample RUN --steps 8 --out samples.npy
+"""
+EVAL_EXAMPLES = """examples:
+  flowkit eval runs/moons_reflow-20250101-120000
+"""
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value (repeatable); KEY is a dotted path such as training.lr or "
+        "stages[1].solver.steps, VALUE is parsed as YAML (3e-4, [1, 2], null, {name: euler})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``flowkit`` command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="flowkit",
+        description="Flow matching, rectified flow, reflow and distillation experiments.",
+        epilog=RUN_EXAMPLES,
+        formatter_class=fmt,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run an experiment", epilog=RUN_EXAMPLES, formatter_class=fmt)
+    p.add_argument("config", nargs="?", help="experiment YAML (default: the built-in default)")
+    add_overrides(p)
+    p.add_argument("--out", default="runs", help="parent of the run directory (default: runs)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue an interrupted run: RUN_DIR, or without a value the latest run of this "
+        "experiment under --out; finished stages are skipped",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+    p = sub.add_parser(
+        "validate",
+        help="check an experiment without running it",
+        epilog=VALIDATE_EXAMPLES,
+        formatter_class=fmt,
+    )
+    p.add_argument("config", nargs="?", help="experiment YAML (default: the built-in default)")
+    add_overrides(p)
+
+    p = sub.add_parser(
+        "list", help="list registered components", epilog=LIST_EXAMPLES, formatter_class=fmt
+    )
+    p.add_argument("kind", nargs="?", help=f"one of: {', '.join(REGISTRIES)}")
+
+    p = sub.add_parser(
+        "sample", help="sample a trained run's flow", epilog=SAMPLE_EXAMPLES, formatter_class=fmt
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument("--solver", default="euler", help="solver name (default: euler)")
+    p.add_argument("--steps", type=int, help="solver steps (fixed-step solvers)")
+    p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
+    p.add_argument("--stage", help="flow stage to sample (default: the last flow)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the source samples (default: 0)")
+    p.add_argument("--out", required=True, help="output file: .safetensors, .npy, or .png (a plot)")
+
+    p = sub.add_parser(
+        "eval",
+        help="re-evaluate a run and rewrite its report",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=fmt,
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument("--quiet", action="store_true", help="no log lines")
+    return parser
+
+
+def registry_key(kind: str) -> str:
+    """``solver`` or ``solvers`` -> ``solvers`` (a ConfigError for unknown kinds)."""
+    for key, reg in REGISTRIES.items():
+        if kind in (key, reg.kind, reg.kind.replace(" ", "_"), key.rstrip("s")):
+            return key
+    raise ConfigError(
+        [
+            (
+                "kind",
+                f"unknown kind {kind!r}; choose from {', '.join(REGISTRIES)}."
+                + did_you_mean(kind, list(REGISTRIES)),
+            )
+        ]
+    )
+
+
+def cmd_list(kind: str | None) -> int:
+    from flowkit.experiment.spec import load_components
+
+    load_components()
+    keys = [registry_key(kind)] if kind else list(REGISTRIES)
+    for key in keys:
+        entries = REGISTRIES[key].entries()
+        print(f"{key}:")
+        width = max((len(e.name) for e in entries), default=0)
+        for entry in entries:
+            print(f"  {entry.name.ljust(width)}  {entry.description}")
+    return 0
+
+
+def cmd_validate(config: str | None, overrides: list[str]) -> int:
+    from flowkit.experiment.runner import resolve
+
+    resolved = resolve(config, overrides)
+    stages = ", ".join(f"{s['name']} ({s['type']})" for s in resolved["stages"])
+    print(f"OK: {resolved['name']}: {stages}")
+    return 0
+
+
+def write_samples(x: object, out: Path) -> None:
+    """Save samples by the suffix of ``out``: safetensors, npy, or a PNG plot."""
+    from flowkit.experiment.plot_figures import single_figure
+
+    suffix = out.suffix.lower()
+    if suffix not in (".safetensors", ".npy", ".png"):
+        raise ConfigError([("--out", f"must end in .safetensors, .npy or .png, got {str(out)!r}")])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"x": x.contiguous()}, str(out))
+    elif suffix == ".npy":
+        np.save(out, x.numpy())
+    else:
+        arr = x.numpy()
+        if not (arr.ndim == 2 and arr.shape[1] == 2) and arr.ndim != 4:
+            raise ConfigError(
+                [("--out", f"a PNG needs 2-D points or images, got shape {arr.shape}")]
+            )
+        single_figure(arr, out.stem).savefig(out, format="png", dpi=110)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flowkit`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list(args.kind)
+        if args.command == "validate":
+            return cmd_validate(args.config, args.overrides)
+        from flowkit.experiment import runner
+
+        if args.command == "run":
+            runner.run(args.config, args.overrides, args.out, args.resume, args.quiet)
+        elif args.command == "eval":
+            runner.evaluate_run(args.run, quiet=args.quiet)
+        else:
+            x = runner.sample_run(args.run, args.n, args.solver, args.steps, args.stage, args.seed)
+            write_samples(x, Path(args.out))
+            print(f"wrote {len(x)} samples to {args.out}")
+    except ConfigError as err:
+        print(f"flowkit {args.command}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted; continue with: flowkit run --resume", file=sys.stderr)
+        return 130
+    return 0

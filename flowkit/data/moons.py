@@ -1,0 +1,130 @@
+"""Half-circle toys: ``moons`` (the default target), ``torchcfm_moons`` and ``circle``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from flowkit.data.toy import Toy2D, check_nonnegative, check_positive, random_sign, uniform
+from flowkit.registry import DISTRIBUTIONS
+
+
+def moon_points(theta: Tensor, upper: Tensor) -> Tensor:
+    """Noiseless points of scikit-learn's ``make_moons`` geometry, shape ``(n, 2)``.
+
+    The upper moon is ``(cos θ, sin θ)``, the lower one ``(1 − cos θ, 1/2 − sin θ)``, θ ∈ [0, π];
+    ``upper`` is a boolean mask choosing the moon of each point.
+    """
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    x = torch.where(upper, cos, 1.0 - cos)
+    y = torch.where(upper, sin, 0.5 - sin)
+    return torch.stack([x, y], dim=-1)
+
+
+def draw_moons(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Noiseless moons: each point picks a moon with probability ½ and θ ~ U[0, π]."""
+    upper = random_sign(n, generator, device) > 0
+    theta = uniform(n, generator, device, 0.0, math.pi)
+    return moon_points(theta, upper)
+
+
+class Moons(Toy2D):
+    """Two interleaving half circles of radius 1 (scikit-learn's make_moons), centred and scaled.
+
+    ``x = scale · (m + noise·ε + shift)`` where ``m`` is a point of :func:`moon_points` (moon chosen
+    with probability ½, θ ~ U[0, π]) and ``ε ~ N(0, I)``. The defaults (noise 0.05, shift
+    −(0.5, 0.25), scale 2) centre the moons at the origin inside ``[−3, 3] × [−1.5, 1.5]``
+    (plus noise). Unlike scikit-learn, points are drawn i.i.d. (random angles, random moon) rather
+    than on an evenly spaced grid of angles with an exact half split.
+
+    Args:
+        noise: standard deviation of the Gaussian noise, before scaling.
+        shift: translation added before scaling.
+        scale: factor applied last.
+
+    Example:
+        >>> import torch, flowkit as fk
+        >>> x = fk.data.build("moons").sample(500, generator=torch.Generator().manual_seed(0))
+        >>> bool(x.mean(0).abs().max() < 0.2)
+        True
+    """
+
+    def __init__(
+        self, noise: float = 0.05, shift: Sequence[float] = (-0.5, -0.25), scale: float = 2.0
+    ) -> None:
+        self.noise = check_nonnegative(noise, "noise")
+        self.scale = check_positive(scale, "scale")
+        if len(shift) != 2:
+            raise ValueError(f"shift must be a pair of numbers; got {shift!r}")
+        self.shift = torch.tensor([float(s) for s in shift])
+
+    def draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        points = draw_moons(n, generator, device)
+        eps = torch.randn(n, 2, generator=generator, device=device)
+        return self.scale * (points + self.noise * eps + self.shift.to(device))
+
+    def __repr__(self) -> str:
+        return f"Moons(noise={self.noise}, scale={self.scale})"
+
+
+class TorchCFMMoons(Toy2D):
+    """The distribution of ``torchcfm.utils.sample_moons``: ``3·(m + u·(1, 1)) − 1``.
+
+    torchcfm calls torchdyn's ``generate_moons(n, noise=0.2)``: the moons of :func:`moon_points`
+    (evenly spaced angles there, i.i.d. uniform here) plus one uniform ``u ~ U[0, 0.2)`` added to
+    both coordinates of a point, then scaled by 3 and shifted by −1.
+    """
+
+    def draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        points = draw_moons(n, generator, device)
+        u = uniform(n, generator, device, 0.0, 0.2)
+        return 3.0 * (points + u.unsqueeze(-1)) - 1.0
+
+    def __repr__(self) -> str:
+        return "TorchCFMMoons()"
+
+
+class Circle(Toy2D):
+    """Two mirrored half circles forming a circle: ``(r cos θ, ±r sin θ) + noise·ε``.
+
+    θ ~ U[0, π], the sign is ±1 with probability ½ and ``ε ~ N(0, I)`` (the ``CircleDataset`` of
+    the usual rectified-flow tutorial, drawn i.i.d.).
+
+    Args:
+        radius: circle radius.
+        noise: standard deviation of the Gaussian noise.
+    """
+
+    def __init__(self, radius: float = 1.0, noise: float = 0.1) -> None:
+        self.radius = check_positive(radius, "radius")
+        self.noise = check_nonnegative(noise, "noise")
+
+    def draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        theta = uniform(n, generator, device, 0.0, math.pi)
+        sign = random_sign(n, generator, device)
+        points = self.radius * torch.stack([torch.cos(theta), sign * torch.sin(theta)], dim=-1)
+        return points + self.noise * torch.randn(n, 2, generator=generator, device=device)
+
+    def __repr__(self) -> str:
+        return f"Circle(radius={self.radius}, noise={self.noise})"
+
+
+@DISTRIBUTIONS.register("moons")
+def moons(noise: float = 0.05, shift: Sequence[float] = (-0.5, -0.25), scale: float = 2.0) -> Moons:
+    """The default target: two interleaving half circles (make_moons), centred, scaled by 2."""
+    return Moons(noise=noise, shift=shift, scale=scale)
+
+
+@DISTRIBUTIONS.register("torchcfm_moons")
+def torchcfm_moons() -> TorchCFMMoons:
+    """Moons distributed exactly as torchcfm.utils.sample_moons (for side-by-side runs)."""
+    return TorchCFMMoons()
+
+
+@DISTRIBUTIONS.register("circle")
+def circle(radius: float = 1.0, noise: float = 0.1) -> Circle:
+    """Two mirrored half circles of radius 1 forming a circle, Gaussian noise 0.1."""
+    return Circle(radius=radius, noise=noise)

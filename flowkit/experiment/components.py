@@ -1,0 +1,123 @@
+"""Build the parts of an experiment (data, couplings, flows, training options) from its config.
+
+Only registry builds and plain wiring: a stage's own settings override the top-level ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from flowkit.experiment.spec import registry
+from flowkit.flow import Flow
+from flowkit.registry import Registry
+
+TRAIN_OPTIONS = (
+    "optimizer",
+    "lr",
+    "lr_schedule",
+    "warmup",
+    "grad_clip",
+    "ema",
+    "time_sampler",
+    "weighting",
+)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def source_spec(config: Mapping[str, Any], target: Any) -> Any:
+    """The source spec: ``data.source``, or a standard Gaussian with the target's dimension."""
+    source = config["data"]["source"]
+    if source is not None:
+        return source
+    return {"name": "gaussian", "dim": math.prod(target.event_shape)}
+
+
+def reshape_to(dist: Any, event_shape: tuple[int, ...]) -> Any:
+    """``dist`` itself, or a view whose samples are reshaped to ``event_shape`` (same size)."""
+    if tuple(dist.event_shape) == tuple(event_shape):
+        return dist
+    return ReshapedDistribution(dist, event_shape)
+
+
+class ReshapedDistribution:
+    """A distribution whose samples are reshaped to ``event_shape`` (e.g. 64 -> (1, 8, 8))."""
+
+    def __init__(self, base: Any, event_shape: tuple[int, ...]) -> None:
+        if math.prod(base.event_shape) != math.prod(event_shape):
+            raise ValueError(
+                f"data.source has event shape {tuple(base.event_shape)}, which cannot be "
+                f"reshaped to the target's {tuple(event_shape)}"
+            )
+        self.base = base
+        self.event_shape = tuple(event_shape)
+
+    def __repr__(self) -> str:
+        return f"Reshaped({self.base!r}, {self.event_shape})"
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.base.sample(n, generator=generator).reshape(n, *self.event_shape)
+
+
+def build_data(config: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(source, target)`` distributions; the source takes the target's event shape."""
+    dists = registry("distributions")
+    target = dists.build(config["data"]["target"])
+    source = dists.build(source_spec(config, target))
+    return reshape_to(source, target.event_shape), target
+
+
+def build_coupling(spec: Any, source: Any, target: Any) -> Any:
+    """A coupling from its spec, with ``source``/``target`` filled in when it takes them."""
+    couplings = registry("couplings")
+    name, options = Registry.split_spec(spec, "coupling")
+    params = couplings.get(name).parameters()
+    for key, dist in (("source", source), ("target", target)):
+        if key in params and key not in options:
+            options[key] = dist
+    return couplings.build({"name": name, **options})
+
+
+def build_flow(config: Mapping[str, Any], stage: Mapping[str, Any], device: torch.device) -> Flow:
+    """A fresh flow: the stage's model/path/prediction if given, else the top-level ones."""
+
+    def pick(key: str) -> Any:
+        value = stage.get(key)
+        return config[key] if value is None else value
+
+    model = registry("models").build(pick("model"))
+    path = registry("paths").build(pick("path"))
+    return Flow(model, path, prediction=pick("prediction")).to(device)
+
+
+def flow_spec(config: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
+    """The model/path/prediction a flow stage uses (for loading its weights later)."""
+    return {
+        k: stage.get(k) if stage.get(k) is not None else config[k]
+        for k in ("model", "path", "prediction")
+    }
+
+
+def training_options(config: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level ``training`` merged with the stage's ``training`` overrides."""
+    return {**config["training"], **(stage.get("training") or {})}
+
+
+def train_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``fk.train`` among the training options."""
+    return {k: options[k] for k in TRAIN_OPTIONS}
+
+
+def evaluation_options(config: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level ``evaluation`` with the evaluate stage's non-null overrides."""
+    own = {k: v for k, v in stage.items() if k not in ("type", "name") and v is not None}
+    return {**config["evaluation"], **own}

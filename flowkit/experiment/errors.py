@@ -1,0 +1,26 @@
+"""The one error a bad experiment produces: every problem with its key path."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """An invalid experiment: a list of ``(key path, message)`` problems, all reported at once.
+
+    ``str(err)`` is the report printed by the CLI (which exits with status 2), e.g.::
+
+        invalid experiment examples/bad.yaml (2 problems):
+          stages[1].solver.steps: must be a positive integer, got -3
+          training.lrr: unknown key; valid keys: steps, batch_size, ... Did you mean 'lr'?
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = list(problems)
+        self.source = source
+        super().__init__(self.report())
+
+    def report(self) -> str:
+        n = len(self.problems)
+        where = f" {self.source}" if self.source else ""
+        lines = [f"invalid experiment{where} ({n} problem{'s' if n != 1 else ''}):"]
+        lines += [f"  {key or '<top level>'}: {message}" for key, message in self.problems]
+        return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""Figures of a run, as pure functions of arrays and metric records (matplotlib, no pyplot).
+
+Each function returns a :class:`matplotlib.figure.Figure`; :mod:`flowkit.experiment.plots`
+computes the data and saves them as PNG through the run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from einops import rearrange
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+PANEL = 2.6
+
+
+def panel_grid(rows: int, cols: int, square: bool = True) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(PANEL * cols, PANEL * rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False, sharex=square, sharey=square))
+    return fig, axes
+
+
+def limits(points: np.ndarray, margin: float = 0.15) -> tuple[tuple[float, float], ...]:
+    """Axis limits around the 1st–99th percentiles of ``points`` (N, 2)."""
+    lo, hi = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
+    pad = margin * (hi - lo).max()
+    return (lo[0] - pad, hi[0] + pad), (lo[1] - pad, hi[1] + pad)
+
+
+def loss_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
+    """Training loss against step, one line per training stage (log scale)."""
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.subplots()
+    stages = list(dict.fromkeys(r["stage"] for r in records))
+    for stage in stages:
+        rows = [r for r in records if r["stage"] == stage]
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=stage)
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title="Training loss")
+    ax.legend()
+    return fig
+
+
+def samples_figure(target: np.ndarray, samples: Mapping[str, Mapping[int, np.ndarray]]) -> Figure:
+    """Scatter grid: one row per flow, the target then one column per Euler NFE."""
+    nfes = sorted({k for per_flow in samples.values() for k in per_flow})
+    fig, axes = panel_grid(len(samples), len(nfes) + 1)
+    xlim, ylim = limits(target)
+    for row, (name, per_flow) in enumerate(samples.items()):
+        axes[row, 0].scatter(target[:, 0], target[:, 1], s=2, alpha=0.5, color="tab:gray")
+        axes[row, 0].set_title("target" if row == 0 else "")
+        axes[row, 0].set_ylabel(name)
+        for col, nfe in enumerate(nfes, start=1):
+            x = per_flow[nfe]
+            axes[row, col].scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, color="tab:blue")
+            axes[row, col].set_title(f"{name}, NFE {nfe}", fontsize=9)
+    for ax in axes.flat:
+        ax.set(xlim=xlim, ylim=ylim, xticks=[], yticks=[])
+    return fig
+
+
+def trajectories_figure(trajectories: Mapping[str, np.ndarray], times: np.ndarray) -> Figure:
+    """Trajectories ``x0 -> x1`` (T+1, B, 2) per flow, segments coloured by ``t``."""
+    fig, axes = panel_grid(1, len(trajectories))
+    everything = np.concatenate([t.reshape(-1, 2) for t in trajectories.values()])
+    xlim, ylim = limits(everything, 0.05)
+    line = None
+    for ax, (name, traj) in zip(axes[0], trajectories.items(), strict=True):
+        segments = rearrange(np.stack([traj[:-1], traj[1:]]), "two t b d -> (b t) two d")
+        t_mid = np.tile(0.5 * (times[:-1] + times[1:]), traj.shape[1])
+        line = LineCollection(segments, cmap="viridis", linewidths=0.8, alpha=0.8)
+        line.set_array(t_mid)
+        line.set_clim(0.0, 1.0)
+        ax.add_collection(line)
+        ax.scatter(traj[0, :, 0], traj[0, :, 1], s=6, color="black", label="x0")
+        ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=6, color="tab:orange", label="x1")
+        ax.set(xlim=xlim, ylim=ylim, xticks=[], yticks=[], title=name)
+    axes[0, 0].legend(loc="lower left", fontsize=7)
+    fig.colorbar(line, ax=list(axes[0]), label="t", shrink=0.8)
+    return fig
+
+
+def metric_vs_nfe_figure(rows: Sequence[Mapping[str, Any]], metric: str) -> Figure:
+    """``metric`` against NFE (log-log), one line per flow and solver; adaptive solves as points."""
+    fig = Figure(figsize=(6, 3.8), layout="constrained")
+    ax = fig.subplots()
+    keys = list(dict.fromkeys((r["flow"], r["solver"], r["steps"] is None) for r in rows))
+    for flow, solver, adaptive in keys:
+        sel = [
+            r
+            for r in rows
+            if (r["flow"], r["solver"], r["steps"] is None) == (flow, solver, adaptive)
+        ]
+        sel.sort(key=lambda r: r["nfe"])
+        style = "*" if adaptive else "o-"
+        ax.plot(
+            [r["nfe"] for r in sel], [r[metric] for r in sel], style, label=f"{flow} ({solver})"
+        )
+    ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel=metric, title=f"{metric} vs NFE")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def straightness_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Bars of straightness (and transport cost) per flow."""
+    fig, axes = panel_grid(1, 2, square=False)
+    names = [r["flow"] for r in rows]
+    for ax, key in zip(axes[0], ("straightness", "transport_cost"), strict=True):
+        ax.bar(names, [r[key] for r in rows], color="tab:blue")
+        ax.set(title=key.replace("_", " "), yscale="log" if key == "straightness" else "linear")
+        ax.tick_params(axis="x", labelrotation=30)
+    fig.set_size_inches(7, 3.2)
+    return fig
+
+
+def image_tile(images: np.ndarray, cols: int) -> np.ndarray:
+    """``(r·c, C, H, W)`` images -> one ``(r·H, c·W, C)`` mosaic (einops)."""
+    rows = len(images) // cols
+    return rearrange(images[: rows * cols], "(r c) ch h w -> (r h) (c w) ch", c=cols)
+
+
+def images_figure(
+    target: np.ndarray, samples: Mapping[str, Mapping[int, np.ndarray]], cols: int = 8
+) -> Figure:
+    """Image mosaics: one row per flow, the target then one column per Euler NFE."""
+    nfes = sorted({k for per_flow in samples.values() for k in per_flow})
+    fig, axes = panel_grid(len(samples), len(nfes) + 1)
+    lo, hi = np.percentile(target, 1), np.percentile(target, 99)
+    for row, (name, per_flow) in enumerate(samples.items()):
+        panels = [("target", target), *((f"{name}, NFE {k}", per_flow[k]) for k in nfes)]
+        for col, (title, imgs) in enumerate(panels):
+            tile = image_tile(imgs, cols)
+            ax = axes[row, col]
+            ax.imshow(
+                tile.squeeze(-1) if tile.shape[-1] == 1 else tile, cmap="gray", vmin=lo, vmax=hi
+            )
+            ax.set(xticks=[], yticks=[])
+            ax.set_title(title, fontsize=9)
+    return fig
+
+
+def single_figure(x: np.ndarray, title: str, cols: int = 8) -> Figure:
+    """One panel: a scatter of 2-D points ``(N, 2)`` or a mosaic of images ``(N, C, H, W)``."""
+    fig = Figure(figsize=(4, 4), layout="constrained")
+    ax = fig.subplots()
+    if x.ndim == 4:
+        tile = image_tile(x[: cols * cols], min(cols, len(x)))
+        ax.imshow(tile.squeeze(-1) if tile.shape[-1] == 1 else tile, cmap="gray")
+        ax.set(xticks=[], yticks=[])
+    else:
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
+    ax.set_title(title)
+    return fig

@@ -1,0 +1,197 @@
+"""Run an experiment: validate, create (or resume) the run directory, run the stages, report.
+
+``fk.run`` is the Python twin of ``flowkit run``; :func:`load_run`, :func:`evaluate_run` and
+:func:`sample_run` serve ``flowkit eval`` and ``flowkit sample`` on a finished run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import flowkit
+from flowkit.experiment.components import build_coupling
+from flowkit.experiment.config import load_config
+from flowkit.experiment.context import Context
+from flowkit.experiment.errors import ConfigError
+from flowkit.experiment.report import write_report
+from flowkit.experiment.rundir import RunDir
+from flowkit.experiment.spec import split_solver
+from flowkit.experiment.stages import RUNNERS, run_evaluate
+from flowkit.experiment.validate import FLOW_STAGES, validate
+from flowkit.flow import Flow
+
+ConfigSource = str | os.PathLike | Mapping[str, Any] | None
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns.
+
+    Attributes:
+        run_dir: the run directory.
+        config: the resolved experiment.
+        flows: the trained flows by stage name.
+        metrics: the records of metrics.jsonl.
+    """
+
+    run_dir: Path
+    config: dict[str, Any]
+    flows: dict[str, Flow]
+    metrics: list[dict[str, Any]]
+
+
+def resolve(config: ConfigSource = None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> dict:
+    """Load, override and validate an experiment (raises :class:`ConfigError`)."""
+    source = "" if config is None or isinstance(config, Mapping) else str(config)
+    return validate(load_config(config, overrides), source)
+
+
+def check_same_config(stored: Mapping[str, Any], given: Mapping[str, Any], run: RunDir) -> None:
+    """A resumed run must be given the experiment it was started with."""
+    differ = [k for k in given if stored.get(k) != given[k]]
+    if differ:
+        raise ConfigError(
+            [
+                (k, f"differs from the config.yaml of {str(run.root)!r}, which resume uses")
+                for k in differ
+            ]
+        )
+
+
+def restore(ctx: Context, stage: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+    """Bring a finished stage's results back into ``ctx`` without rerunning it."""
+    if stage["type"] in FLOW_STAGES:
+        ctx.load_flow(stage, info)
+    if stage["type"] == "reflow":
+        store = str(ctx.run.stage_path(stage["name"], "pairs"))
+        ctx.coupling = build_coupling({"name": "paired", "store": store}, ctx.source, ctx.target)
+
+
+def open_run(
+    config: ConfigSource,
+    overrides: Iterable[str] | Mapping[str, Any],
+    out: str | os.PathLike,
+    resume: bool | str | os.PathLike,
+) -> tuple[dict[str, Any], RunDir]:
+    """The resolved experiment and its run directory (new, or the one to resume)."""
+    if resume is False:
+        resolved = resolve(config, overrides)
+        run = RunDir.create(out, resolved["name"])
+        run.write_config(resolved)
+        return resolved, run
+    if resume is True:
+        resolved = resolve(config, overrides)
+        run = RunDir.latest(out, resolved["name"])
+    else:
+        run = RunDir.existing(resume)
+        resolved = None if config is None and not overrides else resolve(config, overrides)
+    stored = validate(run.read_config(), str(run.path("config.yaml")))
+    if resolved is not None:
+        check_same_config(stored, resolved, run)
+    return stored, run
+
+
+def run(
+    config: ConfigSource = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+    out: str | os.PathLike = "runs",
+    resume: bool | str | os.PathLike = False,
+    quiet: bool = False,
+) -> RunResult:
+    """Run an experiment end to end.
+
+    Args:
+        config: a YAML path, a mapping, or None for the built-in default experiment.
+        overrides: ``["key.path=value", ...]`` or ``{"key.path": value}``.
+        out: parent directory of new run directories.
+        resume: False (a new run), True (the latest run of this experiment under ``out``) or a
+            run directory; finished stages are skipped, training resumes from its last
+            checkpoint and reflow from its finished shards.
+        quiet: no progress bars or log lines.
+
+    Raises:
+        ConfigError: for an invalid experiment (every problem with its key path).
+
+    Example:
+        >>> import flowkit as fk
+        >>> result = fk.run("examples/moons_reflow.yaml", ["training.steps=200"])  # doctest: +SKIP
+        >>> result.run_dir / "report.md"  # doctest: +SKIP
+    """
+    resolved, run_dir = open_run(config, overrides, out, resume)
+    ctx = Context.create(resolved, run_dir, quiet=quiet)
+    finished = {s["name"] for s in resolved["stages"] if run_dir.done(s["name"]) is not None}
+    if resume is not False:
+        run_dir.keep_metrics(lambda r: r.get("stage") in finished)
+    ctx.log(f"run directory: {run_dir.root}")
+    for index, stage in enumerate(resolved["stages"]):
+        info = run_dir.done(stage["name"])
+        if info is not None:
+            ctx.log(f"[{stage['name']}] finished earlier; skipped")
+            restore(ctx, stage, info)
+            continue
+        ctx.log(f"[{stage['name']}] {stage['type']}")
+        info = RUNNERS[stage["type"]](ctx, stage, index)
+        run_dir.mark_done(stage["name"], info)
+    write_report(resolved, run_dir)
+    ctx.log(f"report: {run_dir.path('report.md')}")
+    return RunResult(run_dir.root, resolved, dict(ctx.flows), run_dir.read_metrics())
+
+
+def load_run(run_dir: str | os.PathLike, quiet: bool = True) -> Context:
+    """A finished (or partly finished) run with the flows of its finished stages loaded."""
+    run_dir = RunDir.existing(run_dir)
+    config = validate(run_dir.read_config(), str(run_dir.path("config.yaml")))
+    ctx = Context.create(config, run_dir, quiet=quiet)
+    for stage in config["stages"]:
+        info = run_dir.done(stage["name"])
+        if info is not None and stage["type"] != "evaluate":
+            restore(ctx, stage, info)
+    if not ctx.flows:
+        raise ConfigError([("run", f"{str(run_dir.root)!r} has no finished flow stage yet")])
+    return ctx
+
+
+def evaluate_run(run_dir: str | os.PathLike, quiet: bool = False) -> list[dict[str, Any]]:
+    """Re-run the evaluate stages of a run on its saved flows; rewrite plots and report.md."""
+    ctx = load_run(run_dir, quiet=quiet)
+    stages = [(i, s) for i, s in enumerate(ctx.config["stages"]) if s["type"] == "evaluate"]
+    if not stages:
+        stages = [(len(ctx.config["stages"]), {"type": "evaluate", "name": "evaluate"})]
+        ctx.config["stages"].append(stages[0][1])
+    names = {s["name"] for _, s in stages}
+    ctx.run.keep_metrics(lambda r: r.get("stage") not in names)
+    for index, stage in stages:
+        ctx.run.mark_done(stage["name"], run_evaluate(ctx, stage, index))
+    write_report(ctx.config, ctx.run)
+    return [r for r in ctx.run.read_metrics() if r.get("stage") in names]
+
+
+def sample_run(
+    run_dir: str | os.PathLike,
+    n: int = 1000,
+    solver: str | Mapping[str, Any] = "euler",
+    steps: int | None = None,
+    stage: str | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """``n`` samples of a run's flow (``stage``, default the last finished flow stage)."""
+    ctx = load_run(run_dir)
+    name = stage or next(reversed(ctx.flows))
+    if name not in ctx.flows:
+        raise ConfigError([("--stage", f"must be one of {', '.join(ctx.flows)}, got {name!r}")])
+    solver_name, sample_args, options = split_solver(solver)
+    if steps is not None:
+        sample_args["steps"] = steps
+    g = torch.Generator().manual_seed(seed)
+    x0, cond = ctx.base_coupling.sample_source(n, generator=g)
+    flow = ctx.flows[name].eval()
+    sol = flowkit.sample(
+        flow, x0.to(ctx.device), solver=solver_name, cond=cond or None, **sample_args, **options
+    )
+    return sol.x.cpu()

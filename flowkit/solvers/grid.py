@@ -1,0 +1,155 @@
+"""Time grids for fixed-step solvers, and the (t_start, t_end) span of adaptive ones.
+
+A grid is a 1-D float64 tensor, strictly monotone, from ``t_start`` to ``t_end`` inside [0, 1]
+(increasing for sampling, decreasing for backward integration). Fixed-step solvers need exactly
+one of ``steps``, ``step_size`` or ``grid``: there is no default grid, so the torchdiffeq pitfall
+(a fixed-step method handed ``t = [0, 1]`` silently takes one step) cannot happen here.
+
+Shifts (generated grids only) follow the SD3 / diffusers convention, see
+:mod:`flowkit.paths.shift`: ``shift=s`` maps ``t ↦ t / (1 + (s − 1)(1 − t))`` (s > 1: more steps
+near the noise) and ``mu`` is Flux's exponential shift ``s = e^μ``.
+
+Example:
+    >>> make_grid(steps=4)
+    tensor([0.0000, 0.2500, 0.5000, 0.7500, 1.0000], dtype=torch.float64)
+    >>> grid_from_sigmas([1.0, 0.5, 0.0])
+    tensor([0.0000, 0.5000, 1.0000], dtype=torch.float64)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from flowkit._tensor import check_unit_interval
+from flowkit.paths.shift import exponential_shift, shift_time, sigma_to_t
+
+
+def _given(**kwargs: object) -> list[str]:
+    return [f"{k}={v!r}" for k, v in kwargs.items() if v is not None]
+
+
+def check_grid(grid: Sequence[float] | Tensor, name: str = "grid") -> Tensor:
+    """Validate a user grid: 1-D, at least 2 points, finite, in [0, 1], strictly monotone."""
+    g = torch.as_tensor(grid).detach().to(device="cpu", dtype=torch.float64)
+    if g.ndim != 1 or g.numel() < 2:
+        raise ValueError(
+            f"{name} must be a 1-D sequence of at least 2 times; got shape {tuple(g.shape)}"
+        )
+    check_unit_interval(g, name)
+    d = g.diff()
+    if not ((d > 0).all() or (d < 0).all()):
+        raise ValueError(
+            f"{name} must be strictly monotone (increasing to sample, decreasing to integrate "
+            f"backwards); got {g.tolist()[:8]}"
+        )
+    return g
+
+
+def _span(t_start: float | None, t_end: float | None) -> tuple[float, float]:
+    t0 = 0.0 if t_start is None else float(t_start)
+    t1 = 1.0 if t_end is None else float(t_end)
+    for name, v in (("t_start", t0), ("t_end", t1)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1]; got {v}")
+    if t0 == t1:
+        raise ValueError(f"t_start and t_end must differ; both are {t0}")
+    return t0, t1
+
+
+def make_grid(
+    steps: int | None = None,
+    step_size: float | None = None,
+    grid: Sequence[float] | Tensor | None = None,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    shift: float | None = None,
+    mu: float | None = None,
+) -> Tensor:
+    """The float64 time grid of a fixed-step solve.
+
+    Exactly one of:
+
+    * ``steps``: ``steps + 1`` evenly spaced times from ``t_start`` (default 0) to ``t_end``
+      (default 1), then shifted by ``shift`` or ``mu`` if given;
+    * ``step_size``: times ``t_start + k·step_size`` (towards ``t_end``), the last step shortened
+      to land on ``t_end`` (as torchdiffeq's ``step_size`` option), then shifted;
+    * ``grid``: the explicit grid (``t_start``/``t_end``, if given, must equal its ends; shifting an
+      explicit grid is refused: shift it yourself with :mod:`flowkit.paths.shift`).
+
+    Raises:
+        ValueError: naming the conflicting or invalid arguments.
+    """
+    given = _given(steps=steps, step_size=step_size, grid=None if grid is None else "[...]")
+    if len(given) != 1:
+        raise ValueError(
+            "a fixed-step solver needs exactly one of steps=, step_size= or grid=; "
+            + (f"got {' and '.join(given)}" if given else "got none of them")
+        )
+    if shift is not None and mu is not None:
+        raise ValueError(f"pass at most one of shift= and mu=; got shift={shift!r} and mu={mu!r}")
+    if grid is not None:
+        if shift is not None or mu is not None:
+            raise ValueError(
+                "shift=/mu= apply to generated grids (steps= or step_size=), not to an explicit "
+                "grid=; shift the grid yourself, e.g. with flowkit.paths.shift_time"
+            )
+        g = check_grid(grid)
+        for name, v, end in (("t_start", t_start, g[0]), ("t_end", t_end, g[-1])):
+            if v is not None and float(v) != float(end):
+                raise ValueError(
+                    f"{name}={v} conflicts with grid, which runs from {g[0]} to {g[-1]}"
+                )
+        return g
+    t0, t1 = _span(t_start, t_end)
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer; got {steps!r}")
+        g = torch.linspace(t0, t1, steps + 1, dtype=torch.float64)
+    else:
+        h = float(step_size)
+        if not (h > 0 and math.isfinite(h)):
+            raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}")
+        n = max(1, math.ceil(abs(t1 - t0) / h - 1e-9))
+        g = t0 + math.copysign(h, t1 - t0) * torch.arange(n + 1, dtype=torch.float64)
+        g[-1] = t1
+    g[0], g[-1] = t0, t1
+    if shift is not None:
+        g = shift_time(g, shift)
+    elif mu is not None:
+        g = exponential_shift(g, mu)
+    return g
+
+
+def time_span(
+    t_start: float | None = None,
+    t_end: float | None = None,
+    shift: float | None = None,
+    mu: float | None = None,
+    **grid_args: object,
+) -> Tensor:
+    """``[t_start, t_end]`` (float64) for an adaptive solver, which chooses its own steps.
+
+    Raises:
+        ValueError: if any of ``steps``, ``step_size``, ``grid``, ``shift`` or ``mu`` is given.
+    """
+    given = _given(**grid_args, shift=shift, mu=mu)
+    if given:
+        raise ValueError(
+            f"adaptive solvers choose their own steps and take only t_start/t_end (and rtol, "
+            f"atol); got {', '.join(given)}. Use a fixed-step solver for an explicit grid"
+        )
+    return torch.tensor(_span(t_start, t_end), dtype=torch.float64)
+
+
+def grid_from_sigmas(sigmas: Sequence[float] | Tensor) -> Tensor:
+    """Our grid from a diffusers-convention list of sigmas (1 = noise, 0 = data): ``t = 1 − σ``.
+
+    E.g. ``grid_from_sigmas(scheduler.sigmas)`` for a diffusers ``FlowMatchEulerDiscreteScheduler``
+    after ``set_timesteps``; decreasing sigmas give an increasing (sampling) grid.
+    """
+    sig = torch.as_tensor(sigmas).detach().to(device="cpu", dtype=torch.float64)
+    return check_grid(sigma_to_t(sig), "grid_from_sigmas(sigmas)")

@@ -1,0 +1,104 @@
+"""``fk.sample``: integrate a flow (or any velocity field) with a registered solver."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flowkit.registry import SOLVERS
+from flowkit.solvers.base import Context, Solution, Solver, as_field
+from flowkit.solvers.grid import make_grid, time_span
+from flowkit.solvers.mask import TokenMask
+
+
+def build_solver(solver: str | Mapping | Solver, options: Mapping[str, Any]) -> Solver:
+    """A solver from a registered name or spec (plus keyword options), or an instance as is."""
+    if isinstance(solver, Solver):
+        if options:
+            raise TypeError(
+                f"options {sorted(options)} cannot be combined with a built solver instance "
+                f"{solver!r}; pass the solver by name, e.g. solver='dopri5', rtol=1e-6"
+            )
+        return solver
+    built = SOLVERS.build(solver, **options)
+    if not isinstance(built, Solver):
+        raise TypeError(f"solver {solver!r} did not build a flowkit Solver: {built!r}")
+    return built
+
+
+def sample(
+    field: Any,
+    x0: Tensor,
+    solver: str | Mapping | Solver = "euler",
+    steps: int | None = None,
+    step_size: float | None = None,
+    grid: Sequence[float] | Tensor | None = None,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    shift: float | None = None,
+    mu: float | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+    generator: torch.Generator | None = None,
+    cond: dict[str, Any] | None = None,
+    conditioning_mask: Tensor | None = None,
+    grad: bool = False,
+    **solver_options: Any,
+) -> Solution:
+    """Integrate ``dx/dt = v(x, t)`` from ``x0`` at ``t_start`` to ``t_end`` with ``solver``.
+
+    Fixed-step solvers (``euler``, ``heun``, ``midpoint``, ``rk4``, ``rk4_38``, ``ddim``,
+    ``stochastic``) need exactly one of ``steps``, ``step_size`` or ``grid``; adaptive ones
+    (``dopri5``, ``bosh3``, ``adaptive_heun``, ``dopri8``) take none of them, only ``rtol`` and
+    ``atol``.
+    Backward integration (data → source, e.g. for inversion): ``t_start=1.0, t_end=0.0`` or a
+    decreasing grid.
+
+    Args:
+        field: a :class:`~flowkit.flow.Flow` or any callable ``f(x, t)`` (``t`` of shape ``(B,)``).
+        x0: start state ``(B, ...)``.
+        solver: a registered solver name, a ``{name: ..., **options}`` spec or a Solver.
+        steps, step_size, grid: the time grid of fixed-step solvers (see :func:`make_grid`).
+        t_start, t_end: the span (default 0 → 1; taken from ``grid`` when given).
+        shift: SD3/diffusers time shift ``s`` of a generated grid (s > 1: more steps near noise).
+        mu: Flux's exponential shift (``s = e^mu``); at most one of shift/mu.
+        return_trajectory: keep the states at every grid time (adaptive: at accepted steps).
+        progress: show a tqdm progress bar (fixed-step solvers).
+        generator: random numbers of stochastic solvers.
+        cond: keyword conditions passed to the model, ``model(x, t, **cond)``.
+        conditioning_mask: per-token mask ``(B, N)`` for ``x0`` of shape ``(B, N, ...)``, see
+            :mod:`flowkit.solvers.mask`.
+        grad: keep the autograd graph (default: run under ``torch.no_grad()``).
+        **solver_options: options of the solver (``rtol``, ``atol``, ``path``, ``eta``, ...).
+
+    Returns:
+        :class:`Solution` with ``x``, ``nfe``, ``times``, ``trajectory`` and ``stats``.
+
+    Example:
+        >>> import torch, flowkit as fk
+        >>> sol = fk.sample(lambda x, t: -x, torch.ones(2, 3), solver="heun", steps=10)
+        >>> sol.nfe
+        20
+    """
+    s = build_solver(solver, solver_options)
+    if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
+        raise TypeError(f"x0 must be a floating-point tensor of shape (B, ...); got {x0!r:.80}")
+    if s.adaptive:
+        times = time_span(t_start, t_end, shift, mu, steps=steps, step_size=step_size, grid=grid)
+    else:
+        times = make_grid(steps, step_size, grid, t_start, t_end, shift, mu)
+    f = as_field(field, cond)
+    ctx = Context(source=field, generator=generator, record=return_trajectory, progress=progress)
+    if conditioning_mask is not None:
+        if times[-1] < times[0]:
+            raise ValueError("conditioning_mask applies to forward sampling (t_end > t_start) only")
+        mask = TokenMask(conditioning_mask, x0)
+        f = mask.field(f)
+        if not s.adaptive:
+            ctx.gates = mask.moving
+    with nullcontext() if grad else torch.no_grad():
+        return s.solve(f, x0, times, ctx)

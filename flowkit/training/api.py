@@ -1,0 +1,169 @@
+"""``fk.train``: the public entry point of the trainer."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flowkit.registry import COUPLINGS
+from flowkit.training.checkpoint import latest_checkpoint, resolve_checkpoint
+from flowkit.training.config import TrainConfig, Weighting
+from flowkit.training.history import History
+from flowkit.training.optimizers import OptimizerSpec
+from flowkit.training.trainer import Callback, Trainer
+
+
+def build_coupling(spec: Any) -> Any:
+    """A coupling from a registry spec or an object with ``sample(batch_size, generator)``."""
+    if isinstance(spec, str | Mapping):
+        import flowkit.couplings  # noqa: F401  (registers the couplings)
+
+        spec = COUPLINGS.build(spec)
+    if not callable(getattr(spec, "sample", None)):
+        raise TypeError(
+            "coupling must be a registered coupling spec or an object with "
+            f"sample(batch_size, generator) -> CouplingBatch; got {type(spec).__name__}"
+        )
+    return spec
+
+
+def make_generator(
+    generator: torch.Generator | None, seed: int | None
+) -> tuple[torch.Generator, int | None]:
+    """The trainer's data generator: ``generator`` as given, or a CPU generator seeded with
+    ``seed`` (a fresh random seed if both are None). Returns it with its seed (None if given)."""
+    if generator is not None and seed is not None:
+        raise ValueError("pass either generator= or seed=, not both")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator, None
+    if seed is None:
+        fresh = torch.Generator()
+        return fresh, fresh.seed()
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return torch.Generator().manual_seed(seed), seed
+
+
+def resume_source(resume: bool | str | os.PathLike, checkpoint_dir: Any) -> Path | None:
+    """The checkpoint to resume from: None (fresh start), the ``latest`` one of
+    ``checkpoint_dir`` for ``resume=True`` (None if there is none yet) or the given path."""
+    if resume is False or resume is None:
+        if checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None:
+            warnings.warn(
+                f"checkpoint_dir {str(checkpoint_dir)!r} already holds checkpoints; they are "
+                "overwritten as the new run reaches their steps (resume=True continues them)",
+                stacklevel=3,
+            )
+        return None
+    if resume is True:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (or pass resume=<checkpoint path>)")
+        return latest_checkpoint(checkpoint_dir)
+    if isinstance(resume, str | os.PathLike):
+        return resolve_checkpoint(resume)
+    raise TypeError(f"resume must be a bool or a checkpoint path, got {type(resume).__name__}")
+
+
+def train(
+    flow: nn.Module,
+    coupling: Any,
+    steps: int,
+    batch_size: int,
+    *,
+    optimizer: OptimizerSpec = "adam",
+    lr: float = 1e-3,
+    lr_schedule: str = "constant",
+    warmup: int = 0,
+    grad_clip: float | None = None,
+    ema: float | None = None,
+    time_sampler: Any = "uniform",
+    weighting: Weighting = None,
+    checkpoint_every: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool | str | os.PathLike = False,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    callback: Callback | None = None,
+    final_weights: str = "raw",
+) -> History:
+    """Train ``flow`` in place by flow matching on pairs from ``coupling``.
+
+    Each step draws ``(x0, x1, cond)`` from the coupling and times ``t`` from the time sampler
+    (or the coupling's own ``t``), both with the trainer's data generator, and minimises
+    ``flow.loss(x0, x1, t, weighting=..., cond=...)``. Training runs on the device and dtype of
+    the flow's parameters. On CPU, a run resumed from a checkpoint reproduces the uninterrupted
+    run exactly (same losses, same weights).
+
+    Args:
+        flow: a :class:`flowkit.Flow`.
+        coupling: a coupling or a ``COUPLINGS`` spec (``"independent"``, ``{name: ..., ...}``).
+        steps: total number of optimizer steps (a resumed run counts the steps already done).
+        batch_size: pairs per step.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``{name: ..., **options}``.
+        lr: base learning rate.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at ``steps``).
+        warmup: linear warmup steps before the schedule.
+        grad_clip: max global gradient norm (None: no clipping).
+        ema: EMA decay (None: no EMA); the average is in ``History.ema``.
+        time_sampler: ``TIME_SAMPLERS`` spec or instance (``uniform``, ``logit_normal``, ``mode``,
+            ``cosmap``, ``u_shaped``).
+        weighting: loss weighting passed to ``flow.loss`` (None, ``"velocity"`` or ``w(t)``).
+        checkpoint_every: write a checkpoint every this many steps (needs ``checkpoint_dir``).
+        checkpoint_dir: where checkpoints go; the final step is always checkpointed there.
+        resume: True continues from ``checkpoint_dir/latest`` if it exists; a path continues
+            from that checkpoint.
+        generator: the data generator (its state is advanced, and restored on resume).
+        seed: seed of a fresh CPU data generator (exclusive with ``generator``).
+        progress: show a tqdm bar with step, loss, lr and it/s.
+        callback: ``callback(step, loss)`` after every step (``step`` counts from 1).
+        final_weights: ``"raw"`` leaves the optimizer's weights in the flow (the EMA stays in
+            ``History.ema``: ``history.ema.copy_to(flow)`` or
+            ``with history.ema.average_parameters(flow): ...``); ``"ema"`` copies the average
+            into the flow at the end. ``History.flow_weights`` says which it holds.
+
+    Returns:
+        The :class:`History` (losses and learning rates per step, wall time, checkpoints, EMA).
+
+    Raises:
+        NonFiniteLossError: a step's loss is NaN/inf (names the step and the last checkpoint).
+
+    Example:
+        >>> import flowkit as fk
+        >>> flow = fk.Flow(fk.models.build({"name": "mlp", "dim": 2}), "rectified")
+        >>> coupling = {"name": "independent", "source": "gaussian", "target": "moons"}
+        >>> history = fk.train(flow, coupling, steps=1000, batch_size=256)  # doctest: +SKIP
+    """
+    if not callable(getattr(flow, "loss", None)):
+        raise TypeError(f"flow must be a flowkit.Flow (with .loss), got {type(flow).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable(step, loss) or None, got {callback!r}")
+    config = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        warmup=warmup,
+        grad_clip=grad_clip,
+        ema=ema,
+        time_sampler=time_sampler,
+        weighting=weighting,
+        checkpoint_every=checkpoint_every,
+        checkpoint_dir=checkpoint_dir,
+        final_weights=final_weights,
+    )
+    source = resume_source(resume, checkpoint_dir)
+    generator, seed = make_generator(generator, seed)
+    trainer = Trainer(flow, build_coupling(coupling), config, generator, seed)
+    if source is not None:
+        trainer.restore(source)
+    return trainer.run(progress=progress, callback=callback)

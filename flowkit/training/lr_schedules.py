@@ -1,0 +1,81 @@
+"""Learning-rate schedules: a multiplicative factor per optimizer step, with optional warmup.
+
+The factor multiplies the optimizer's base learning rate through
+``torch.optim.lr_scheduler.LambdaLR``, so the scheduler saves and restores like any torch one.
+
+Example:
+    >>> from flowkit.training.lr_schedules import lr_factor
+    >>> [round(lr_factor(k, "cosine", total_steps=10, warmup=2), 3) for k in (0, 1, 2, 9)]
+    [0.5, 1.0, 1.0, 0.038]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from flowkit.registry import did_you_mean
+
+
+def constant(progress: float) -> float:
+    """Constant factor ``1``."""
+    return 1.0
+
+
+def cosine(progress: float) -> float:
+    """Cosine decay from 1 to 0: ``½·(1 + cos(π·p))`` at progress ``p ∈ [0, 1]``."""
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+LR_SCHEDULES: dict[str, Callable[[float], float]] = {"constant": constant, "cosine": cosine}
+
+
+def check_lr_schedule(name: str) -> str:
+    """Return ``name`` if it is a known schedule, else raise ``ValueError`` listing the choices."""
+    if name not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {name!r}."
+            + did_you_mean(str(name), list(LR_SCHEDULES))
+        )
+    return name
+
+
+def check_warmup(warmup: int) -> int:
+    """Return ``warmup`` if it is a non-negative integer, else raise ``ValueError``."""
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer (steps), got {warmup!r}")
+    return warmup
+
+
+def lr_factor(step: int, schedule: str, total_steps: int, warmup: int = 0) -> float:
+    """Learning-rate factor for the 0-based optimizer step ``step``.
+
+    Linear warmup ``(k + 1) / W`` for ``k < W`` (the first step already moves the weights, the
+    W-th reaches the full rate), then the schedule at progress
+    ``p = (k − W) / max(1, K − W)`` with ``K = total_steps``:
+    constant ``1``, cosine ``½·(1 + cos(π·p))``.
+
+    Args:
+        step: 0-based index of the optimizer step.
+        schedule: ``"constant"`` or ``"cosine"``.
+        total_steps: ``K``, the number of steps of the whole run.
+        warmup: ``W``, warmup steps (0: none).
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return LR_SCHEDULES[check_lr_schedule(schedule)](progress)
+
+
+def build_scheduler(optimizer: Optimizer, schedule: str, total_steps: int, warmup: int) -> LambdaLR:
+    """A ``LambdaLR`` applying :func:`lr_factor` to every parameter group of ``optimizer``."""
+    check_lr_schedule(schedule)
+    check_warmup(warmup)
+    return LambdaLR(
+        optimizer,
+        partial(lr_factor, schedule=schedule, total_steps=total_steps, warmup=warmup),
+    )

@@ -1,0 +1,139 @@
+"""The generic Registry: registration, lookup, building from specs, errors and plugins."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import types
+
+import pytest
+
+import flowkit.registry as registry_module
+from flowkit.registry import REGISTRIES, Registry, RegistryError
+
+
+class Widget:
+    """A widget for the tests.
+
+    More text that is not part of the one-line description.
+    """
+
+    def __init__(self, size: int = 1, colour: str = "red") -> None:
+        self.size = size
+        self.colour = colour
+
+
+@pytest.fixture
+def reg() -> Registry:
+    r: Registry = Registry("widget", base=Widget)
+    r.register("widget")(Widget)
+
+    @r.register("gadget", description="Makes gadgets.")
+    def gadget(**options):
+        return options
+
+    return r
+
+
+def test_names_and_descriptions(reg):
+    assert reg.names() == ["gadget", "widget"]
+    assert "widget" in reg and "nothing" not in reg
+    assert reg.get("widget").description == "A widget for the tests."
+    assert reg.get("gadget").description == "Makes gadgets."
+    assert [e.name for e in reg.entries()] == ["gadget", "widget"]
+
+
+def test_build_from_name_dict_and_instance(reg):
+    assert isinstance(reg.build("widget"), Widget)
+    w = reg.build({"name": "widget", "size": 3, "colour": "blue"})
+    assert (w.size, w.colour) == (3, "blue")
+    assert reg.build("widget", size=5).size == 5  # overrides
+    assert reg.build(w) is w  # instances of the base pass through
+    assert reg.build({"name": "gadget", "anything": [1, 2]}) == {"anything": [1, 2]}
+
+
+def test_unknown_name_lists_choices_and_closest_match(reg):
+    with pytest.raises(RegistryError) as info:
+        reg.build("widgit")
+    message = str(info.value)
+    assert "unknown widget 'widgit'" in message
+    assert "gadget, widget" in message
+    assert "Did you mean 'widget'?" in message
+    with pytest.raises(ValueError, match="valid widget names"):  # RegistryError is a ValueError
+        reg.get("zzz")
+
+
+def test_unknown_option_names_allowed_options(reg):
+    with pytest.raises(RegistryError) as info:
+        reg.build({"name": "widget", "sise": 2})
+    message = str(info.value)
+    assert "'sise'" in message and "allowed options: size, colour" in message
+    assert "Did you mean 'size'?" in message
+
+
+def test_bad_specs(reg):
+    with pytest.raises(RegistryError, match="has no 'name' key"):
+        reg.build({"size": 2})
+    with pytest.raises(RegistryError, match="must be a name, a mapping or a Widget"):
+        reg.build(3.5)
+    with pytest.raises(RegistryError, match="already registered"):
+        reg.register("widget")(Widget)
+    with pytest.raises(RegistryError, match="non-empty string"):
+        reg.add("", Widget)
+
+
+def test_registry_without_base_passes_objects_through():
+    r: Registry = Registry("thing")
+    obj = object()
+    assert r.build(obj) is obj
+
+
+def test_named_registries_exist():
+    expected = {
+        "paths",
+        "schedules",
+        "solvers",
+        "couplings",
+        "distributions",
+        "models",
+        "time_samplers",
+        "metrics",
+    }
+    assert set(REGISTRIES) == expected
+
+
+class FakeEntryPoint:
+    """Stands in for importlib.metadata.EntryPoint: ``load()`` runs ``loader``."""
+
+    def __init__(self, loader):
+        self.loader, self.loads = loader, 0
+
+    def load(self):
+        self.loads += 1
+        return self.loader()
+
+
+def test_plugins_register_through_entry_points(monkeypatch):
+    target: Registry = Registry("plugin thing")
+
+    def register_callable():
+        target.add("from_callable", dict, "Registered by a callable entry point.")
+
+    def import_module():  # what importing a plugin module does: its decorators run
+        target.add("from_module", list, "Registered on import.")
+        return types.ModuleType("fake_plugin")
+
+    # a callable entry point is loaded then called; a module entry point is only imported
+    points = [FakeEntryPoint(lambda: register_callable), FakeEntryPoint(import_module)]
+    groups = []
+
+    def entry_points(group):
+        groups.append(group)
+        return points
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(registry_module, "_plugins_loaded", False)
+    assert target.names() == ["from_callable", "from_module"]
+    assert groups == ["flowkit.plugins"]
+    assert target.build("from_callable") == {}
+    target.names()  # loading is idempotent
+    assert groups == ["flowkit.plugins"] and [p.loads for p in points] == [1, 1]

@@ -1,0 +1,212 @@
+"""fk.train: learning, batch/time drawing, callbacks, NaN handling and argument errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from training_toys import NaNAfter, ShiftCoupling, ToyBatch, make_flow, weights_equal
+
+import flowkit as fk
+from flowkit.training import History, NonFiniteLossError, TrainingError, UShaped, load_weights
+
+
+def test_training_learns_a_constant_velocity():
+    """x1 = x0 + 3 has the exact velocity 3 everywhere: the loss must drop far below its start."""
+    flow = make_flow()
+    history = fk.train(
+        flow, ShiftCoupling(deterministic=True), 300, 128, lr=3e-3, seed=0, progress=False
+    )
+    assert isinstance(history, History) and history.steps == 300 and len(history.losses) == 300
+    assert history.losses[0] > 5.0
+    assert sum(history.losses[-20:]) / 20 < 0.05
+    t = torch.rand(64)
+    v = flow.velocity(torch.randn(64, 2) + 3 * t[:, None], t)  # on the path: x_t = x0 + 3t
+    assert torch.allclose(v, torch.full_like(v, 3.0), atol=0.5)
+    assert history.samples_seen == 300 * 128 and history.wall_time > 0
+
+
+def test_same_seed_same_run_different_seed_different_run():
+    runs = []
+    for seed in (0, 0, 1):
+        flow = make_flow()
+        runs.append((flow, fk.train(flow, ShiftCoupling(), 5, 16, seed=seed, progress=False)))
+    assert runs[0][1].losses == runs[1][1].losses and weights_equal(runs[0][0], runs[1][0])
+    assert runs[0][1].losses != runs[2][1].losses
+    assert runs[0][1].seed == 0
+
+
+def test_batches_and_times_come_from_the_trainer_generator():
+    """Coupling first, then the time sampler, both from the trainer's generator, in that order."""
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, **cond):
+            seen.append((x.detach().clone(), t.detach().clone(), cond))
+            return x * self.w
+
+    coupling, sampler = ShiftCoupling(), UShaped(a=4.0)
+    fk.train(
+        fk.Flow(Spy(), "rectified"), coupling, 2, 8, time_sampler=sampler, seed=3, progress=False
+    )
+    g = torch.Generator().manual_seed(3)
+    for x_t, t, _ in seen:
+        batch = coupling.sample(8, g)
+        expected_t = sampler.sample(8, g)
+        assert torch.equal(t, expected_t)
+        a = expected_t[:, None]
+        assert torch.allclose(x_t, a * batch.x1 + (1 - a) * batch.x0)
+
+
+def test_coupling_times_and_conditions_are_used():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, **cond):
+            seen.append((t, cond))
+            return x * self.w
+
+    class Fixed(ShiftCoupling):
+        def sample(self, batch_size, generator=None):
+            batch = super().sample(batch_size, generator)
+            label = torch.arange(batch_size)
+            return ToyBatch(batch.x0, batch.x1, {"label": label}, torch.full((batch_size,), 0.25))
+
+    fk.train(fk.Flow(Spy(), "rectified"), Fixed(), 1, 4, seed=0, progress=False)
+    t, cond = seen[0]
+    assert torch.equal(t, torch.full((4,), 0.25)) and torch.equal(cond["label"], torch.arange(4))
+
+
+def test_callback_gets_every_step_and_loss():
+    calls = []
+    history = fk.train(
+        make_flow(),
+        ShiftCoupling(),
+        7,
+        8,
+        seed=0,
+        progress=False,
+        callback=lambda step, loss: calls.append((step, loss)),
+    )
+    assert calls == list(enumerate(history.losses, start=1))
+
+
+def test_deterministic_coupling_marks_the_flow():
+    flow = make_flow()
+    fk.train(flow, ShiftCoupling(), 1, 4, seed=0, progress=False)
+    assert flow.deterministic_coupling is False
+    fk.train(flow, ShiftCoupling(deterministic=True), 1, 4, seed=0, progress=False)
+    assert flow.deterministic_coupling is True
+
+
+def test_float64_flow_trains_on_float32_data():
+    flow = make_flow(dtype=torch.float64)
+    history = fk.train(flow, ShiftCoupling(), 3, 8, seed=0, progress=False)
+    assert len(history.losses) == 3 and next(flow.parameters()).dtype == torch.float64
+
+
+def test_progress_bar_shows_loss_and_rate(capsys):
+    fk.train(make_flow(), ShiftCoupling(), 3, 8, seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "loss=" in err and "step/s" in err
+    fk.train(make_flow(), ShiftCoupling(), 3, 8, seed=0, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_nan_loss_names_step_and_last_checkpoint(tmp_path):
+    flow = make_flow()
+    with pytest.raises(NonFiniteLossError) as info:
+        fk.train(
+            flow,
+            NaNAfter(bad_draw=13),
+            50,
+            8,
+            seed=0,
+            checkpoint_every=5,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    err = info.value
+    assert isinstance(err, TrainingError) and isinstance(err, RuntimeError)
+    assert err.step == 13 and err.checkpoint == tmp_path / "step_00000010"
+    assert "step 13" in str(err) and str(tmp_path / "step_00000010") in str(err)
+    # The last checkpoint is loadable and the run can resume from it.
+    reloaded = make_flow(seed=1)
+    assert load_weights(reloaded, tmp_path) == tmp_path / "step_00000010"
+
+
+def test_nan_loss_without_checkpoint_leaves_weights_of_the_last_good_step():
+    flow, reference = make_flow(), make_flow()
+    fk.train(reference, ShiftCoupling(), 2, 8, seed=0, progress=False)
+    with pytest.raises(NonFiniteLossError, match="at step 3; no checkpoint written"):
+        fk.train(flow, NaNAfter(bad_draw=3), 10, 8, seed=0, progress=False)
+    assert weights_equal(flow, reference)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"optimizer": "adm"}, ValueError, "optimizer must be one of adam, adamw, sgd.*'adam'"),
+        ({"optimizer": {"name": "adam", "lr": 1.0}}, ValueError, "pass lr= to train"),
+        ({"optimizer": {"name": "sgd", "bogus": 1}}, ValueError, "bad options"),
+        ({"lr_schedule": "cosin"}, ValueError, "lr_schedule must be one of constant, cosine"),
+        ({"time_sampler": "logit"}, ValueError, "unknown time sampler 'logit'.*valid"),
+        ({"time_sampler": 3}, TypeError, "time_sampler must be"),
+        ({"steps": 0}, ValueError, "steps must be a positive integer, got 0"),
+        ({"batch_size": 2.5}, ValueError, "batch_size must be a positive integer"),
+        ({"lr": -1.0}, ValueError, "lr must be a finite positive number"),
+        ({"warmup": -3}, ValueError, "warmup must be a non-negative integer"),
+        ({"grad_clip": 0}, ValueError, "grad_clip must be a finite positive number"),
+        ({"ema": 1.0}, ValueError, r"ema decay must be a number in \[0, 1\)"),
+        ({"weighting": "snr"}, ValueError, "weighting must be None, 'velocity'"),
+        ({"checkpoint_every": 5}, ValueError, "checkpoint_every needs checkpoint_dir"),
+        ({"final_weights": "ema"}, ValueError, "final_weights='ema' needs ema"),
+        ({"final_weights": "best"}, ValueError, "final_weights must be one of raw, ema"),
+        ({"seed": 1, "generator": torch.Generator()}, ValueError, "either generator= or seed="),
+        ({"seed": -1}, ValueError, "seed must be a non-negative integer"),
+        ({"resume": True}, ValueError, "resume=True needs checkpoint_dir"),
+        ({"resume": "/nonexistent/ckpt"}, FileNotFoundError, "not found"),
+        ({"callback": 3}, TypeError, "callback must be callable"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, error, match):
+    options = {"steps": 2, "batch_size": 4, "progress": False, **kwargs}
+    steps, batch_size = options.pop("steps"), options.pop("batch_size")
+    with pytest.raises(error, match=match):
+        fk.train(make_flow(), ShiftCoupling(), steps, batch_size, **options)
+
+
+def test_bad_flow_and_coupling_raise():
+    with pytest.raises(TypeError, match=r"flow must be a flowkit\.Flow"):
+        fk.train(torch.nn.Linear(2, 2), ShiftCoupling(), 1, 4)
+    with pytest.raises(TypeError, match="coupling must be"):
+        fk.train(make_flow(), object(), 1, 4)
+
+
+def test_history_to_dict_is_json(tmp_path):
+    history = fk.train(
+        make_flow(), ShiftCoupling(), 3, 4, seed=0, ema=0.9, progress=False, checkpoint_dir=tmp_path
+    )
+    data = json.loads(json.dumps(history.to_dict()))
+    assert data["losses"] == history.losses and data["checkpoint"] == str(
+        tmp_path / "step_00000003"
+    )
+    assert data["flow_weights"] == "raw" and history.final_loss == history.losses[-1]
+
+
+def test_coupling_spec_is_built_from_the_registry():
+    spec = {"name": "independent", "source": "gaussian", "target": "moons"}
+    by_spec = fk.train(make_flow(), spec, 3, 16, seed=0, progress=False)
+    by_object = fk.train(make_flow(), fk.couplings.build(spec), 3, 16, seed=0, progress=False)
+    assert by_spec.losses == by_object.losses
+    with pytest.raises(ValueError, match=r"unknown coupling 'independant'.*Did you mean"):
+        fk.train(make_flow(), "independant", 3, 16, seed=0, progress=False)
