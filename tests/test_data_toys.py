@@ -174,3 +174,24 @@ def test_digits_without_sklearn_names_the_extra(monkeypatch: pytest.MonkeyPatch)
             fk.data.build("digits")
     finally:
         digits_module.load_digits_tensors.cache_clear()
+
+
+def test_stratified_moons_spread_evenly_with_the_same_distribution() -> None:
+    spec = {"name": "moons", "noise": 0.0, "stratified": True}
+    x = unshift_moons(fk.data.build(spec).sample(2000, generator=gen()))
+    upper = (x.norm(dim=1) - 1).abs() < 1e-5
+    assert upper.sum() == 1000
+    theta_upper = torch.atan2(x[upper, 1], x[upper, 0])
+    lower = x[~upper] - torch.tensor([1.0, 0.5])
+    theta_lower = torch.atan2(-lower[:, 1], -lower[:, 0])
+    for theta in (theta_upper, theta_lower):
+        bins = torch.clamp((theta / math.pi * 1000).floor().long(), 0, 999)
+        assert torch.equal(torch.bincount(bins, minlength=1000), torch.ones(1000, dtype=torch.long))
+    # The moon of a single point is still random.
+    single = fk.data.build(spec)
+    points = torch.cat([unshift_moons(single.sample(1, generator=gen(s))) for s in range(20)])
+    moons_of_one = set(((points.norm(dim=1) - 1).abs() < 1e-5).tolist())
+    assert moons_of_one == {True, False}
+    strat = fk.data.build({"name": "moons", "stratified": True}).sample(1000, generator=gen())
+    iid = fk.data.build("moons").sample(1000, generator=gen(1))
+    assert fk.metrics.energy_test(strat, iid, permutations=200, generator=gen(2)) > 0.01

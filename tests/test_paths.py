@@ -185,6 +185,14 @@ def test_sd3_weights_closed_forms():
     rect = fk.paths.build("rectified")
     # SD3 rectified flow: w = t_sd3/(1 − t_sd3) with t_sd3 = 1 − t
     torch.testing.assert_close(rect.sd3_weight(t, "velocity", x)[:, 0], (1 - t) / t)
+    for name, velocity_w, eps_w in [
+        ("rectified", (1 - t) / t, t * (1 - t)),
+        ("linear_vp", 1 / t, t * (1 - t**2)),
+        ("polynomial", 2 * (1 - t**2) / t, t * (1 - t**2) / 2),
+    ]:
+        path = fk.paths.build(name)
+        torch.testing.assert_close(path.sd3_weight(t, "velocity", x)[:, 0], velocity_w)
+        torch.testing.assert_close(path.sd3_weight(t, "epsilon", x)[:, 0], eps_w)
     cos = fk.paths.build("cosine")
     lam = cos.log_snr(t)
     # SD3 cosine: ε-prediction w ∝ sech(λ/2), v-prediction w ∝ e^{−λ/2} (exact constants 1/π, π/2)

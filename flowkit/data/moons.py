@@ -24,11 +24,30 @@ def moon_points(theta: Tensor, upper: Tensor) -> Tensor:
     return torch.stack([x, y], dim=-1)
 
 
-def draw_moons(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """Noiseless moons: each point picks a moon with probability ½ and θ ~ U[0, π]."""
-    upper = random_sign(n, generator, device) > 0
-    theta = uniform(n, generator, device, 0.0, math.pi)
-    return moon_points(theta, upper)
+def draw_moons(
+    n: int, generator: torch.Generator | None, device: torch.device, stratified: bool = False
+) -> Tensor:
+    """Noiseless moons: each point on a moon chosen with probability ½, at θ ~ U[0, π].
+
+    ``stratified=True`` draws the set like ``make_moons`` spreads it: exactly ``n // 2`` points
+    per moon (an odd point's moon chosen at random) at jittered evenly spaced angles
+    ``θ_k = π (k + u_k) / n_moon``, ``u_k ~ U[0, 1)``, in random order. Each point still has the
+    moons distribution, but the set covers it more evenly, which lowers the sampling noise of
+    metrics computed against it (e.g. the W2 floor between two sets of 2000 drops from about
+    0.13–0.2 to about 0.055).
+    """
+    if not stratified:
+        upper = random_sign(n, generator, device) > 0
+        return moon_points(uniform(n, generator, device, 0.0, math.pi), upper)
+    odd = torch.randint(0, 2, (1,), generator=generator, device=device) * (n % 2)
+    n_upper = n // 2 + int(odd)
+    jitter = torch.rand(n, generator=generator, device=device)
+    counts = torch.tensor([n_upper, n - n_upper], device=device)
+    upper = torch.arange(n, device=device) < n_upper
+    index = torch.arange(n, device=device) - torch.where(upper, 0, n_upper)
+    theta = math.pi * (index + jitter) / counts[(~upper).long()].clamp(min=1)
+    order = torch.randperm(n, generator=generator, device=device)
+    return moon_points(theta, upper)[order]
 
 
 class Moons(Toy2D):
@@ -37,13 +56,17 @@ class Moons(Toy2D):
     ``x = scale · (m + noise·ε + shift)`` where ``m`` is a point of :func:`moon_points` (moon chosen
     with probability ½, θ ~ U[0, π]) and ``ε ~ N(0, I)``. The defaults (noise 0.05, shift
     −(0.5, 0.25), scale 2) centre the moons at the origin inside ``[−3, 3] × [−1.5, 1.5]``
-    (plus noise). Unlike scikit-learn, points are drawn i.i.d. (random angles, random moon) rather
-    than on an evenly spaced grid of angles with an exact half split.
+    (plus noise). By default points are drawn i.i.d. (random moon, random angle); scikit-learn
+    puts them on an evenly spaced grid of angles with an exact half split, which
+    ``stratified=True`` mimics.
 
     Args:
         noise: standard deviation of the Gaussian noise, before scaling.
         shift: translation added before scaling.
         scale: factor applied last.
+        stratified: spread each drawn set evenly over the moons like ``make_moons`` (see
+            :func:`draw_moons`) instead of drawing points independently; use it for reference
+            sets of metrics.
 
     Example:
         >>> import torch, flowkit as fk
@@ -53,8 +76,15 @@ class Moons(Toy2D):
     """
 
     def __init__(
-        self, noise: float = 0.05, shift: Sequence[float] = (-0.5, -0.25), scale: float = 2.0
+        self,
+        noise: float = 0.05,
+        shift: Sequence[float] = (-0.5, -0.25),
+        scale: float = 2.0,
+        stratified: bool = False,
     ) -> None:
+        if not isinstance(stratified, bool):
+            raise TypeError(f"stratified must be a bool; got {stratified!r}")
+        self.stratified = stratified
         self.noise = check_nonnegative(noise, "noise")
         self.scale = check_positive(scale, "scale")
         if len(shift) != 2:
@@ -62,12 +92,12 @@ class Moons(Toy2D):
         self.shift = torch.tensor([float(s) for s in shift])
 
     def draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-        points = draw_moons(n, generator, device)
+        points = draw_moons(n, generator, device, self.stratified)
         eps = torch.randn(n, 2, generator=generator, device=device)
         return self.scale * (points + self.noise * eps + self.shift.to(device))
 
     def __repr__(self) -> str:
-        return f"Moons(noise={self.noise}, scale={self.scale})"
+        return f"Moons(noise={self.noise}, scale={self.scale}, stratified={self.stratified})"
 
 
 class TorchCFMMoons(Toy2D):
@@ -113,9 +143,14 @@ class Circle(Toy2D):
 
 
 @DISTRIBUTIONS.register("moons")
-def moons(noise: float = 0.05, shift: Sequence[float] = (-0.5, -0.25), scale: float = 2.0) -> Moons:
+def moons(
+    noise: float = 0.05,
+    shift: Sequence[float] = (-0.5, -0.25),
+    scale: float = 2.0,
+    stratified: bool = False,
+) -> Moons:
     """The default target: two interleaving half circles (make_moons), centred, scaled by 2."""
-    return Moons(noise=noise, shift=shift, scale=scale)
+    return Moons(noise=noise, shift=shift, scale=scale, stratified=stratified)
 
 
 @DISTRIBUTIONS.register("torchcfm_moons")

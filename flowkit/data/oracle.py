@@ -86,10 +86,15 @@ class ExactMarginal(nn.Module):
     def velocity(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         """``u_t(x) = a'(t)·E[x1|x_t = x] + b'(t)·E[x0|x_t = x]``, shape ``(B, d)``.
 
-        ``t``: a float, a 0-d tensor or a tensor of shape ``(B,)`` in [0, 1]. Conditions are
-        accepted for the solver interface and ignored.
+        ``t``: a float, a 0-d tensor or a tensor of shape ``(B,)`` in [0, 1]. For schedules
+        with infinite ``a'``/``b'`` at an endpoint (``finite_derivatives`` False: ``vp``,
+        ``linear_vp``, ``ldm_linear``, ``edm``) t is clamped into ``[eps, 1 − eps]`` with the
+        path's ``eps``, as :meth:`AffinePath.sample` does. Conditions are accepted for the
+        solver interface and ignored.
         """
         t64 = _times(t, x)
+        if not self.path.schedule.finite_derivatives:
+            t64 = self.path.clamp_time(t64)
         post = self._posterior(x, t64)
         da = self.path.schedule.da(t64)[:, None]
         db = self.path.schedule.db(t64)[:, None]

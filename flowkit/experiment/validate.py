@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flowkit.experiment.components import build_coupling, build_data
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.fields import Problems, join_key
 from flowkit.experiment.schema import SCHEMA
@@ -80,6 +81,26 @@ def check_stages(config: Mapping[str, Any], problems: Problems) -> None:
             check_reference(flow, flows, f"evaluation.flows[{j}]", problems)
 
 
+def check_couplings(config: Mapping[str, Any], problems: Problems) -> None:
+    """Build the data and every coupling once, so their own value errors carry a key path."""
+    try:
+        source, target = build_data(config)
+    except (ValueError, TypeError) as err:
+        problems.append(("data", str(err)))
+        return
+    specs = [("coupling", config["coupling"])]
+    specs += [
+        (join_key(join_key("stages", i), "coupling"), stage["coupling"])
+        for i, stage in enumerate(config["stages"])
+        if stage.get("coupling") is not None
+    ]
+    for key, spec in specs:
+        try:
+            build_coupling(spec, source, target)
+        except (ValueError, TypeError) as err:
+            problems.append((key, str(err)))
+
+
 def validate(config: Mapping[str, Any], source: str = "") -> dict[str, Any]:
     """Check ``config`` against the schema and the registries; return it resolved.
 
@@ -96,4 +117,7 @@ def validate(config: Mapping[str, Any], source: str = "") -> dict[str, Any]:
     resolved = SCHEMA.resolve(config)
     for stage, name in zip(resolved["stages"], stage_names(resolved["stages"]), strict=True):
         stage["name"] = name
+    check_couplings(resolved, problems)
+    if problems:
+        raise ConfigError(problems, source)
     return resolved

@@ -81,8 +81,11 @@ class Adaptive(Solver):
     def solve(self, f: Field, x: Tensor, times: Tensor, ctx: Context) -> Solution:
         func = _CountingField(f, x.shape[0], ctx.record)
         span = times.to(x.device)
+        # step_t = the final time: no step overshoots it, so the field is never evaluated
+        # outside [t_start, t_end] (torchdiffeq otherwise steps past t_end and interpolates back).
+        options = {**self.options, "step_t": span[-1:]}
         out = odeint(
-            func, x, span, rtol=self.rtol, atol=self.atol, method=self.method, options=self.options
+            func, x, span, rtol=self.rtol, atol=self.atol, method=self.method, options=options
         )
         x1 = out[-1]
         if func.times is not None and func.states is not None:

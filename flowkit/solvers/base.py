@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import torch
@@ -116,15 +117,15 @@ class FixedStepSolver(Solver):
 def stage_times(grid: Tensor, nodes: Sequence[float], x: Tensor) -> list[tuple[Tensor, ...]]:
     """Per-step tuples of time tensors ``t_i + c_j·(t_{i+1} − t_i)`` of shape ``(B,)``.
 
-    Computed once in float64 (nodes 0 and 1 are the grid points themselves), then cast to ``x``'s
-    dtype and device and expanded over the batch without copying.
+    Computed once per solve in float64 (nodes 0 and 1 are the grid points themselves), moved to
+    ``x``'s dtype and device in one tensor, and expanded over the batch without copying.
     """
-    t0, t1 = grid[:-1, None], grid[1:, None]
-    c = torch.tensor(nodes, dtype=grid.dtype)
-    st = torch.where(c == 1.0, t1, t0 + c * (t1 - t0))
-    st = st.to(dtype=x.dtype, device=x.device)
-    st = st.unsqueeze(-1).expand(*st.shape, x.shape[0])
-    return [tuple(row.unbind(0)) for row in st.unbind(0)]
+    g = grid.tolist()
+    flat = [t1 if c == 1.0 else t0 + c * (t1 - t0) for t0, t1 in pairwise(g) for c in nodes]
+    tt = torch.tensor(flat, dtype=x.dtype, device=x.device)
+    views = tt.unsqueeze(1).expand(len(flat), x.shape[0]).unbind(0)
+    s = len(nodes)
+    return [views[i : i + s] for i in range(0, len(flat), s)]
 
 
 def step_sizes(grid: Tensor) -> list[float]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -15,6 +16,14 @@ from flowkit.solvers.grid import make_grid, time_span
 from flowkit.solvers.mask import TokenMask
 
 
+@lru_cache(maxsize=256)
+def _factory(name: str, option_names: frozenset[str]) -> Callable[..., Any]:
+    """The factory of a registered solver, its option names checked once (signature inspection
+    is slow, and this runs on every call of :func:`sample`)."""
+    SOLVERS.check_kwargs(name, dict.fromkeys(option_names))
+    return SOLVERS.get(name).factory
+
+
 def build_solver(solver: str | Mapping | Solver, options: Mapping[str, Any]) -> Solver:
     """A solver from a registered name or spec (plus keyword options), or an instance as is."""
     if isinstance(solver, Solver):
@@ -24,7 +33,10 @@ def build_solver(solver: str | Mapping | Solver, options: Mapping[str, Any]) -> 
                 f"{solver!r}; pass the solver by name, e.g. solver='dopri5', rtol=1e-6"
             )
         return solver
-    built = SOLVERS.build(solver, **options)
+    if isinstance(solver, str):
+        built = _factory(solver, frozenset(options))(**options)
+    else:
+        built = SOLVERS.build(solver, **options)
     if not isinstance(built, Solver):
         raise TypeError(f"solver {solver!r} did not build a flowkit Solver: {built!r}")
     return built

@@ -1,0 +1,60 @@
+"""DistributedDataParallel for flows: the flow-matching loss as a module's forward.
+
+DDP all-reduces gradients during ``backward`` of whatever its wrapped module's ``forward``
+returned. A :class:`~flowkit.Flow`'s ``forward`` is its velocity, but training differentiates
+``flow.loss``; :class:`FlowLoss` makes that loss the forward of a module that shares the flow's
+parameters, so ``DDP(FlowLoss(flow))(x0, x1, t)`` is the loss and its backward leaves every rank
+with the gradient averaged over the ranks:
+
+``∇θ L = (1/W)·Σ_r ∇θ L_r``, the gradient of the mean loss of the concatenated batch when every
+rank's batch has the same size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from flowkit.distributed.process_group import info
+
+
+class FlowLoss(nn.Module):
+    """``forward(x0, x1, t, **options) = flow.loss(x0, x1, t, **options)``.
+
+    Args:
+        flow: a :class:`~flowkit.Flow` (its parameters are this module's parameters).
+    """
+
+    def __init__(self, flow: nn.Module) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x0: Tensor, x1: Tensor, t: Tensor | None = None, **options: Any) -> Tensor:
+        return self.flow.loss(x0, x1, t, **options)
+
+
+def wrap_ddp(module: nn.Module, **ddp_options: Any) -> DistributedDataParallel:
+    """Wrap ``module`` in :class:`~torch.nn.parallel.DistributedDataParallel`.
+
+    The constructor broadcasts rank 0's parameters and buffers, so every rank starts from the
+    same weights whatever its own initialisation was. A module on a CUDA device is bound to
+    that device (``device_ids=[index]``); a CPU module is wrapped as is.
+
+    Args:
+        module: the module (all its parameters on one device).
+        **ddp_options: passed to DDP (e.g. ``find_unused_parameters=True`` for a model with
+            parameters the loss does not always reach).
+
+    Raises:
+        RuntimeError: without an initialised process group.
+    """
+    if not info().backend:
+        raise RuntimeError(
+            "wrap_ddp needs an initialised process group: launch with torchrun and call "
+            "flowkit.distributed.init_process_group() first"
+        )
+    device = next(iter(module.parameters())).device
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, **ddp_options)

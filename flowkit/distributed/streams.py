@@ -1,0 +1,83 @@
+"""Per-rank random streams: rank ``r`` of a run seeded with ``seed`` draws from ``(seed, r)``.
+
+Rank 0 draws exactly the single-process stream of ``seed``, so a one-process run and rank 0 of a
+distributed run see the same first batch; rank ``r > 0`` uses the generator seeded by
+``numpy.random.SeedSequence(seed, spawn_key=(r,))``, an independent stream (the construction
+``SeedSequence.spawn`` uses).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from flowkit.distributed.collectives import all_gather_objects, broadcast_object
+from flowkit.distributed.process_group import info
+
+
+def check_seed(seed: object) -> int:
+    """Return ``seed`` if it is a non-negative integer, else raise ``ValueError``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of rank ``rank``'s stream: ``seed`` itself on rank 0, else a SeedSequence child.
+
+    ``rank_seed(s, 0) = s``; ``rank_seed(s, r) = SeedSequence(s, spawn_key=(r,))`` reduced to 63
+    bits for ``r > 0``.
+    """
+    check_seed(seed)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
+    if rank == 0:
+        return seed
+    state = np.random.SeedSequence(seed, spawn_key=(rank,)).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> 1)
+
+
+def rank_generator(seed: int, rank: int | None = None) -> torch.Generator:
+    """A CPU generator on the stream ``(seed, rank)`` (``rank`` defaults to this process's).
+
+    Example:
+        >>> from flowkit.distributed import rank_generator
+        >>> g = rank_generator(0)  # rank 0: the same as torch.Generator().manual_seed(0)
+        >>> float(torch.rand(1, generator=g)) == float(torch.rand(1, generator=torch.Generator().manual_seed(0)))
+        True
+    """
+    return torch.Generator().manual_seed(rank_seed(seed, info().rank if rank is None else rank))
+
+
+def shared_seed(seed: int | None) -> int:
+    """The run's seed, agreed by every rank.
+
+    Every rank must pass the same ``seed``; with None on every rank, rank 0 draws a fresh one
+    and sends it to the others (so the run's streams are still ``(seed, rank)``).
+
+    Raises:
+        ValueError: on every rank, if the ranks passed different seeds or an invalid one.
+    """
+    seen = all_gather_objects(seed)
+    if any(s != seen[0] for s in seen[1:]):
+        per_rank = ", ".join(f"rank {r}: {s!r}" for r, s in enumerate(seen))
+        raise ValueError(
+            f"seed must be the same on every rank ({per_rank}); each rank derives its own "
+            "stream from (seed, rank)"
+        )
+    if seed is None:
+        seed = broadcast_object(torch.Generator().seed() if info().is_writer else None)
+    return check_seed(seed)
+
+
+def warn_if_shared_generator(generator: torch.Generator) -> None:
+    """Warn when every rank holds a generator in the same state (identical batches on all ranks)."""
+    states = all_gather_objects(bytes(generator.get_state().numpy().tobytes()))
+    if len(states) > 1 and all(s == states[0] for s in states[1:]):
+        warnings.warn(
+            "every rank's generator is in the same state, so every rank draws the same batches; "
+            "pass seed= instead (each rank then draws from its own (seed, rank) stream)",
+            stacklevel=3,
+        )

@@ -1,0 +1,110 @@
+"""Validation before any work: every problem reported with its key path, in one ConfigError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowkit.experiment.config import load_config
+from flowkit.experiment.errors import ConfigError
+from flowkit.experiment.validate import stage_names, validate
+
+# (override, key path expected in the report, a phrase expected in its message)
+BAD_CASES = [
+    ("training.lrr=3", "training.lrr", "Did you mean 'lr'"),
+    ("training.steps=many", "training.steps", "positive integer, got 'many'"),
+    ("training.lr=-1", "training.lr", "number > 0"),
+    ("training.ema=1.5", "training.ema", "[0, 1]"),
+    ("stages[1].solver.steps=-3", "stages[1].solver.steps", "must be a positive integer, got -3"),
+    ("stages[1].solver.name=eulr", "stages[1].solver.name", "Did you mean 'euler'"),
+    ("stages[1].solver.rtoll=1e-3", "stages[1].solver", "Did you mean 'rtol'"),
+    ("stages[1].solver={name: euler, steps: 2, step_size: 0.5}", "stages[1].solver", "at most one"),
+    ("path=cosin", "path", "Did you mean 'cosine'"),
+    ("data.target=moon", "data.target", "Did you mean 'moons'"),
+    ("model.hiden=3", "model", "Did you mean 'hidden'"),
+    ("model.hidden=-2", "model.hidden", "positive integer"),
+    ("model.depth=2.5", "model.depth", "must be an integer"),
+    ("coupling.method=exact", "coupling", "Did you mean 'target'"),
+    ("coupling={name: minibatch_ot, method: magic}", "coupling", "magic"),
+    ("stages[0].coupling={name: minibatch_ot, reg: -1}", "stages[0].coupling", "reg"),
+    ("coupling.source=gausian", "coupling.source", "Did you mean 'gaussian'"),
+    ("training.time_sampler={name: logit_normal, mm: 1}", "training.time_sampler", "unknown option"),
+    ("training.time_sampler.mm=1", "training.time_sampler.name", "no 'name' key"),
+    ("prediction=noise", "prediction", "velocity, epsilon, x1, score"),
+    ("device=gpu", "device", "cpu, auto, mps, cuda or cuda:N"),
+    ("stages[2].teacher=1rf", "stages[2].teacher", "Did you mean '1-rf'"),
+    ("stages[2].type=distil", "stages[2].type", "Did you mean 'distill'"),
+    ("stages[0].name=evaluate", "stages[3].name", "duplicate stage name"),
+    ("evaluation.metrics=[w2, straightness]", "evaluation.metrics[1]", "sample sets"),
+    ("evaluation.metrics=[w3]", "evaluation.metrics[0]", "Did you mean 'w2'"),
+    ("evaluation.n_samples=1", "evaluation.n_samples", "integer >= 2"),
+    ("evaluation.flows=[2rf]", "evaluation.flows[0]", "Did you mean '2-rf'"),
+    ("plots.nfe=[]", "plots.nfe", "at least 1"),
+    ("stages=[]", "stages", "non-empty list"),
+    ("stages=[{type: evaluate}]", "stages[0]", "needs a flow stage"),
+    ("stages=[{type: reflow}]", "stages[0]", "needs a flow stage"),
+    ("seed=-1", "seed", "integer >= 0"),
+    ("name=[1]", "name", "must be a string"),
+]
+
+
+def default_with(override: str) -> dict[str, Any]:
+    return load_config(None, [override])
+
+
+@pytest.mark.parametrize(("override", "key", "phrase"), BAD_CASES)
+def test_bad_config_reports_key_path(override: str, key: str, phrase: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(default_with(override))
+    keys = [k for k, _ in info.value.problems]
+    assert key in keys, info.value.report()
+    message = dict(info.value.problems)[key]
+    assert phrase in message, message
+    assert f"  {key}: " in str(info.value)
+
+
+def test_valid_overrides_pass() -> None:
+    config = validate(
+        default_with("coupling={name: minibatch_ot, method: sinkhorn, reg: 0.1}")
+    )
+    assert config["coupling"]["method"] == "sinkhorn"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = load_config(None, ["training.lrr=3", "stages[1].solver.steps=-3", "path=cosin", "seed=x"])
+    with pytest.raises(ConfigError) as info:
+        validate(raw)
+    assert len(info.value.problems) == 4
+    assert info.value.report().startswith("invalid experiment (4 problems):")
+
+
+def test_default_resolves_with_defaults_and_names() -> None:
+    config = validate(load_config(None))
+    assert [s["name"] for s in config["stages"]] == ["1-rf", "2-rf", "distilled", "evaluate"]
+    assert config["training"]["warmup"] == 0
+    assert config["training"]["ema"] is None
+    assert config["training"]["lr_schedule"] == "cosine"
+    assert config["data"]["source"] == "gaussian"
+    assert config["stages"][1]["init"] == "teacher"
+    # stage training sections are partial: only the keys given, the rest inherited at run time
+    assert config["stages"][2]["training"] == {"steps": 2000}
+    assert config["stages"][0]["training"] is None
+
+
+def test_minimal_config_gets_the_documented_defaults() -> None:
+    config = validate({"name": "tiny"})
+    assert [s["type"] for s in config["stages"]] == ["train", "evaluate"]
+    assert config["model"] == {"name": "mlp", "dim": 2}
+    assert config["path"] == "rectified"
+    assert config["evaluation"]["metrics"] == ["w2", "energy_distance"]
+
+
+def test_stage_names_number_repeated_types() -> None:
+    stages = [{"type": "train"}, {"type": "train"}, {"type": "evaluate", "name": "e"}]
+    assert stage_names(stages) == ["train", "train2", "e"]
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        validate([1, 2])  # type: ignore[arg-type]
