@@ -65,7 +65,11 @@ def test_override_values_are_typed(text: str, value: object) -> None:
 
 
 def test_yaml_files_read_yaml_1_2_floats() -> None:
-    assert parse_yaml("lr: 1e-3\nsteps: 10\nname: 1e3x") == {"lr": 1e-3, "steps": 10, "name": "1e3x"}
+    assert parse_yaml("lr: 1e-3\nsteps: 10\nname: 1e3x") == {
+        "lr": 1e-3,
+        "steps": 10,
+        "name": "1e3x",
+    }
 
 
 def test_unsafe_yaml_is_refused() -> None:
@@ -89,7 +93,7 @@ def test_set_path_rejects_missing_list_index() -> None:
 
 
 def test_override_without_equals_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         apply_overrides({}, ["training.lr"])
 
 

@@ -18,18 +18,18 @@ BAD_CASES = [
     ("training.ema=1.5", "training.ema", "[0, 1]"),
     ("stages[1].solver.steps=-3", "stages[1].solver.steps", "must be a positive integer, got -3"),
     ("stages[1].solver.name=eulr", "stages[1].solver.name", "Did you mean 'euler'"),
-    ("stages[1].solver.rtoll=1e-3", "stages[1].solver", "Did you mean 'rtol'"),
+    ("stages[1].solver.rtoll=1e-3", "stages[1].solver.rtoll", "Did you mean 'rtol'"),
     ("stages[1].solver={name: euler, steps: 2, step_size: 0.5}", "stages[1].solver", "at most one"),
     ("path=cosin", "path", "Did you mean 'cosine'"),
     ("data.target=moon", "data.target", "Did you mean 'moons'"),
-    ("model.hiden=3", "model", "Did you mean 'hidden'"),
+    ("model.hiden=3", "model.hiden", "Did you mean 'hidden'"),
     ("model.hidden=-2", "model.hidden", "positive integer"),
     ("model.depth=2.5", "model.depth", "must be an integer"),
-    ("coupling.method=exact", "coupling", "Did you mean 'target'"),
+    ("coupling.method=exact", "coupling.method", "allowed options: source, target"),
     ("coupling={name: minibatch_ot, method: magic}", "coupling", "magic"),
     ("stages[0].coupling={name: minibatch_ot, reg: -1}", "stages[0].coupling", "reg"),
     ("coupling.source=gausian", "coupling.source", "Did you mean 'gaussian'"),
-    ("training.time_sampler={name: logit_normal, mm: 1}", "training.time_sampler", "unknown option"),
+    ("training.time_sampler={name: logit_normal, mm: 1}", "training.time_sampler.mm", "m, s"),
     ("training.time_sampler.mm=1", "training.time_sampler.name", "no 'name' key"),
     ("prediction=noise", "prediction", "velocity, epsilon, x1, score"),
     ("device=gpu", "device", "cpu, auto, mps, cuda or cuda:N"),
@@ -65,9 +65,7 @@ def test_bad_config_reports_key_path(override: str, key: str, phrase: str) -> No
 
 
 def test_valid_overrides_pass() -> None:
-    config = validate(
-        default_with("coupling={name: minibatch_ot, method: sinkhorn, reg: 0.1}")
-    )
+    config = validate(default_with("coupling={name: minibatch_ot, method: sinkhorn, reg: 0.1}"))
     assert config["coupling"]["method"] == "sinkhorn"
 
 

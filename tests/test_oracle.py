@@ -85,6 +85,20 @@ def test_epsilon_and_x1_convert_to_the_velocity(path: AffinePath) -> None:
         torch.testing.assert_close(converted, v, rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.parametrize("path", all_paths(), ids=repr)
+def test_velocity_is_finite_at_the_endpoints(path: AffinePath) -> None:
+    oracle = ExactMarginal(*mixtures(), path)
+    x = torch.randn(16, 2, generator=gen(), dtype=D64)
+    for t in (0.0, 1.0):
+        v = oracle.velocity(x, t)
+        assert torch.isfinite(v).all()
+        if path.schedule.finite_derivatives:
+            # exact endpoint: u_t = a'·E[x1|x] + b'·E[x0|x] with the unclamped coefficients
+            tt = torch.tensor(t, dtype=D64)
+            expected = path.da(tt) * oracle.x1(x, t) + path.db(tt) * oracle.epsilon(x, t)
+            torch.testing.assert_close(v, expected)
+
+
 @pytest.mark.parametrize("schedule", ["rectified", "cosine"])
 def test_velocity_matches_monte_carlo_importance_estimate(schedule: str) -> None:
     source, target = mixtures()

@@ -82,7 +82,8 @@ def reflow(
         progress: show a tqdm progress bar.
         state_grid: also keep the teacher's states on a time grid (a step count k for the uniform
             grid ``t_i = i/k``, or explicit times); needed by k-step distillation.
-        callback: called as ``callback(shard_index, pairs_done)`` after each finished shard.
+        callback: called as ``callback(shard_index, pairs_done)`` after each finished shard
+            (``pairs_done`` counts the pairs solved by this call).
         **solver_options: passed to :func:`flowkit.sample` (``rtol``, ``atol``, ``steps``, ...).
 
     Returns:

@@ -167,6 +167,7 @@ class ReflowJob:
         was_training = module.training if module is not None else False
         if module is not None:
             module.eval()
+        done = 0
         try:
             for index in indices:
                 tensors, nfe = generate_shard(
@@ -180,9 +181,10 @@ class ReflowJob:
                     self.solver_options,
                 )
                 yield index, tensors, nfe
+                done += sizes[index]
                 bar.update(sizes[index])
                 if callback is not None:
-                    callback(index, bar.n)
+                    callback(index, done)
         finally:
             bar.close()
             if module is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import Tensor
 
@@ -21,9 +23,9 @@ class Toy2D(Distribution):
         n = check_num_samples(n)
         return self.draw(n, generator, generator_device(generator))
 
+    @abstractmethod
     def draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-        """Draw ``n`` points on ``device`` (implemented by subclasses)."""
-        raise NotImplementedError
+        """Draw ``n`` points on ``device``, shape ``(n, 2)``."""
 
 
 def uniform(

@@ -55,7 +55,7 @@ def portable_error(err: BaseException) -> BaseException:
         copy = pickle.loads(pickle.dumps(err))
         if type(copy) is type(err) and str(copy) == str(err):
             return err
-    except Exception:  # noqa: BLE001 - any pickling failure means "send a plain copy"
+    except Exception:
         pass
     return RuntimeError(f"rank 0 raised {type(err).__name__}: {err}")
 
@@ -79,7 +79,7 @@ def from_rank_zero(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     if me.rank == 0:
         try:
             outcome = (True, fn(*args, **kwargs))
-        except Exception as err:  # noqa: BLE001 - re-raised on every rank below
+        except Exception as err:
             outcome = (False, portable_error(err))
     ok, value = broadcast_object(outcome)
     if not ok:
@@ -122,4 +122,3 @@ def check_same(**values: Any) -> None:
                 f"{name} must be the same on every rank; got {per_rank}. Pass the same value on "
                 "every rank (paths must be on a filesystem shared by all ranks)"
             )
-

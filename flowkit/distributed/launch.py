@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 
@@ -44,14 +45,16 @@ def without_option(args: Sequence[str], option: str) -> list[str]:
 def launch(nproc: int, flowkit_args: Sequence[str]) -> int:
     """Run ``python -m flowkit ARGS`` in ``nproc`` processes under torchrun; the exit status.
 
-    Returns 0 when every process succeeded, 1 otherwise (torchrun prints which rank failed and
-    why).
+    Returns 0 when every process succeeded, else the exit status of the first failed rank
+    (e.g. 2 for an invalid experiment), after printing torchrun's summary of the failure.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun_main
 
     try:
         torchrun_main(torchrun_arguments(nproc, flowkit_args))
-    except ChildFailedError:
-        return 1
+    except ChildFailedError as err:
+        print(err, file=sys.stderr)
+        _, failure = err.get_first_failure()
+        return failure.exitcode if failure.exitcode > 0 else 1
     return 0

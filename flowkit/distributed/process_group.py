@@ -124,9 +124,7 @@ def is_writer() -> bool:
     return info().is_writer
 
 
-def init_process_group(
-    backend: str | None = None, timeout: float = DEFAULT_TIMEOUT
-) -> DistInfo:
+def init_process_group(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> DistInfo:
     """Join the process group described by torchrun's environment variables.
 
     Does nothing when a group is already initialised or when the variables are absent (a plain
@@ -166,7 +164,9 @@ def shutdown() -> None:
 
 
 @contextmanager
-def process_group(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Iterator[DistInfo]:
+def process_group(
+    backend: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> Iterator[DistInfo]:
     """Context manager: :func:`init_process_group` on entry, :func:`shutdown` on a clean exit.
 
     A group that was already initialised is left alone. On an exception the group is destroyed

@@ -16,7 +16,9 @@ from flowkit.distributed.process_group import info
 T = TypeVar("T")
 
 
-def rank_shards(num_shards: int, rank: int | None = None, world_size: int | None = None) -> list[int]:
+def rank_shards(
+    num_shards: int, rank: int | None = None, world_size: int | None = None
+) -> list[int]:
     """Indices ``i`` in ``[0, num_shards)`` with ``i mod W = r`` (all of them in one process).
 
     Example:

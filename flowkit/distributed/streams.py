@@ -44,8 +44,8 @@ def rank_generator(seed: int, rank: int | None = None) -> torch.Generator:
 
     Example:
         >>> from flowkit.distributed import rank_generator
-        >>> g = rank_generator(0)  # rank 0: the same as torch.Generator().manual_seed(0)
-        >>> float(torch.rand(1, generator=g)) == float(torch.rand(1, generator=torch.Generator().manual_seed(0)))
+        >>> a = torch.rand(3, generator=rank_generator(7, rank=0))
+        >>> torch.equal(a, torch.rand(3, generator=torch.Generator().manual_seed(7)))
         True
     """
     return torch.Generator().manual_seed(rank_seed(seed, info().rank if rank is None else rank))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowkit.experiment.fields import Field, ListOf, Number, Problems, is_int, is_number, join_key
-from flowkit.registry import REGISTRIES, Registry, RegistryError
+from flowkit.registry import REGISTRIES, Registry, RegistryError, did_you_mean
 
 COMPONENT_MODULES = (
     "flowkit.paths",
@@ -81,12 +81,18 @@ def check_component(kind: str, spec: Any, key: str, problems: Problems, build: b
         problems.append((join_key(key, "name") if isinstance(spec, Mapping) else key, str(err)))
         return
     before = len(problems)
-    try:
-        reg.check_kwargs(name, options)
-    except RegistryError as err:
-        problems.append((key, str(err)))
-        return
     params = entry.parameters()
+    if not entry.accepts_any_keyword():
+        for option in (o for o in options if o not in params):
+            problems.append(
+                (
+                    join_key(key, option),
+                    f"unknown option of {reg.kind} {name!r}; allowed options: "
+                    f"{', '.join(params) or '(none)'}." + did_you_mean(option, list(params)),
+                )
+            )
+        if len(problems) > before:
+            return
     for option, value in options.items():
         option_key = join_key(key, option)
         if option in NESTED_OPTIONS and isinstance(value, str | Mapping):

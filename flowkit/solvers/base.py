@@ -108,7 +108,7 @@ class FixedStepSolver(Solver):
         return Solution(
             x=x,
             nfe=self.nfe_per_step * len(plan),
-            times=times.to(x.dtype),
+            times=times.to(dtype=x.dtype, device=x.device),
             trajectory=None if traj is None else torch.stack(traj),
             stats={"solver": self.name, "steps": len(plan)},
         )

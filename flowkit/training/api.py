@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flowkit import distributed
 from flowkit.registry import COUPLINGS
 from flowkit.training.checkpoint import latest_checkpoint, resolve_checkpoint
 from flowkit.training.config import TrainConfig, Weighting
@@ -103,6 +104,12 @@ def train(
     the flow's parameters. On CPU, a run resumed from a checkpoint reproduces the uninterrupted
     run exactly (same losses, same weights).
 
+    Inside an initialised process group of ``W > 1`` processes (``torchrun``), every rank runs
+    this call and trains with DistributedDataParallel: ``batch_size`` pairs per rank from the
+    rank's own stream ``(seed, rank)``, gradients averaged, so the effective batch is
+    ``batch_size × W`` (``History.effective_batch_size``); only rank 0 writes checkpoints. See
+    ``docs/scaling.md``.
+
     Args:
         flow: a :class:`flowkit.Flow`.
         coupling: a coupling or a ``COUPLINGS`` spec (``"independent"``, ``{name: ..., ...}``).
@@ -162,8 +169,17 @@ def train(
         final_weights=final_weights,
     )
     source = resume_source(resume, checkpoint_dir)
-    generator, seed = make_generator(generator, seed)
-    trainer = Trainer(flow, build_coupling(coupling), config, generator, seed)
+    if distributed.is_distributed():
+        from flowkit.training.distributed import DistributedTrainer, rank_stream
+
+        distributed.check_same(resume_from=None if source is None else str(source))
+        generator, seed = rank_stream(generator, seed)
+        trainer: Trainer = DistributedTrainer(
+            flow, build_coupling(coupling), config, generator, seed
+        )
+    else:
+        generator, seed = make_generator(generator, seed)
+        trainer = Trainer(flow, build_coupling(coupling), config, generator, seed)
     if source is not None:
         trainer.restore(source)
     return trainer.run(progress=progress, callback=callback)

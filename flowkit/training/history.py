@@ -17,7 +17,9 @@ class History:
         losses: training loss of every optimizer step; ``losses[k - 1]`` belongs to step ``k``.
         lrs: learning rate used at every step (of the first parameter group).
         steps: optimizer steps completed in total.
-        batch_size: pairs per step.
+        batch_size: pairs per step and rank.
+        world_size: number of processes training together (1 without torch.distributed); each
+            step sees ``effective_batch_size = batch_size × world_size`` pairs.
         wall_time: seconds spent training, summed over resumed segments.
         seed: seed of the trainer's data generator (None when a generator was passed).
         start_step: step this call started from (0, or the step of the resumed checkpoint).
@@ -33,6 +35,7 @@ class History:
     lrs: list[float] = field(default_factory=list)
     steps: int = 0
     batch_size: int = 0
+    world_size: int = 1
     wall_time: float = 0.0
     seed: int | None = None
     start_step: int = 0
@@ -43,9 +46,14 @@ class History:
     flow_weights: Literal["raw", "ema"] = "raw"
 
     @property
+    def effective_batch_size(self) -> int:
+        """Pairs per optimizer step over all ranks: ``batch_size × world_size``."""
+        return self.batch_size * self.world_size
+
+    @property
     def samples_seen(self) -> int:
-        """Pairs drawn in total: ``steps × batch_size``."""
-        return self.steps * self.batch_size
+        """Pairs drawn in total, all ranks together: ``steps × batch_size × world_size``."""
+        return self.steps * self.effective_batch_size
 
     @property
     def final_loss(self) -> float | None:
@@ -65,6 +73,8 @@ class History:
             "lrs": list(self.lrs),
             "steps": self.steps,
             "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "effective_batch_size": self.effective_batch_size,
             "wall_time": self.wall_time,
             "seed": self.seed,
             "start_step": self.start_step,

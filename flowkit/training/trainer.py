@@ -3,7 +3,7 @@
 :class:`Trainer` keeps the three parts separate so a distributed driver can reuse them:
 :meth:`Trainer.draw_batch` (the trainer's own data generator), :meth:`Trainer.train_step`
 (loss, backward, optimizer, schedule, EMA; override :meth:`Trainer.compute_loss` to route the
-model through a wrapper) and :meth:`Trainer.save` (only called where ``is_writer`` is True).
+model through a wrapper) and :meth:`Trainer.save` (only the ``is_writer`` process writes).
 """
 
 from __future__ import annotations
@@ -91,7 +91,12 @@ class Trainer:
 
     Attributes:
         is_writer: whether this process writes checkpoints (False on non-zero ranks).
+        rank, world_size: this process's place in a distributed run (0 and 1 here; see
+            :class:`flowkit.training.distributed.DistributedTrainer`).
     """
+
+    rank = 0
+    world_size = 1
 
     def __init__(
         self,
@@ -108,8 +113,11 @@ class Trainer:
             self.optimizer, config.lr_schedule, config.steps, config.warmup
         )
         self.ema = EMA(flow, config.ema) if config.ema is not None else None
-        self.history = History(batch_size=config.batch_size, seed=seed, ema=self.ema)
+        self.history = History(
+            batch_size=config.batch_size, seed=seed, ema=self.ema, world_size=self.world_size
+        )
         self.is_writer = True
+        self.last_saved: Path | None = None
 
     @property
     def step(self) -> int:
@@ -140,6 +148,10 @@ class Trainer:
             batch.x0, batch.x1, batch.t, weighting=self.config.weighting, cond=batch.cond
         )
 
+    def loss_value(self, loss: Tensor) -> float:
+        """The loss recorded for a step (a distributed trainer averages it over the ranks)."""
+        return loss.item()
+
     def train_step(self, batch: TrainBatch) -> float:
         """One optimizer step on ``batch``; records and returns the loss.
 
@@ -149,7 +161,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(batch)
-        value = loss.item()
+        value = self.loss_value(loss)
         if not math.isfinite(value):
             raise NonFiniteLossError(self.step + 1, value, self.history.checkpoint)
         loss.backward()
@@ -162,19 +174,30 @@ class Trainer:
         self.history.record(value, lr)
         return value
 
-    def checkpoint_data(self) -> CheckpointData:
-        """Everything needed to continue exactly from the current step."""
+    def rng_state(self) -> dict[str, str | None]:
+        """This process's RNG states (data generator, torch, CUDA) as base64 text."""
         cuda = self.device.type == "cuda"
-        rng = {
+        return {
             "data": encode_rng_state(self.generator.get_state()),
             "torch": encode_rng_state(torch.get_rng_state()),
             "cuda": encode_rng_state(torch.cuda.get_rng_state(self.device)) if cuda else None,
         }
+
+    def set_rng_state(self, rng: dict[str, str | None]) -> None:
+        """Restore what :meth:`rng_state` returned."""
+        self.generator.set_state(decode_rng_state(rng["data"]))
+        torch.set_rng_state(decode_rng_state(rng["torch"]))
+        if rng["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(decode_rng_state(rng["cuda"]), self.device)
+
+    def checkpoint_data(self) -> CheckpointData:
+        """Everything needed to continue exactly from the current step."""
         h = self.history
         state = {
             "format": STATE_FORMAT,
             "step": self.step,
-            "rng": rng,
+            "world_size": self.world_size,
+            "rng": self.rng_state(),
             "ema_updates": None if self.ema is None else self.ema.num_updates,
             "deterministic_coupling": bool(getattr(self.coupling, "deterministic", False)),
             "history": {"losses": h.losses, "lrs": h.lrs, "wall_time": h.wall_time, "seed": h.seed},
@@ -191,19 +214,31 @@ class Trainer:
         )
 
     def save(self) -> Path:
-        """Write a checkpoint of the current step into ``config.checkpoint_dir``."""
+        """Checkpoint the current step into ``config.checkpoint_dir``.
+
+        Called on every rank of a distributed run (collecting the state may need all of them);
+        only the writer (``is_writer``) writes and records it in the history. Returns the
+        checkpoint directory.
+        """
         if self.config.checkpoint_dir is None:
             raise ValueError("cannot save: checkpoint_dir is None")
-        path = write_checkpoint(self.config.checkpoint_dir, self.step, self.checkpoint_data())
-        self.history.checkpoint = path
-        self.history.checkpoints.append(path)
-        return path
+        data = self.checkpoint_data()
+        self.last_saved = Path(self.config.checkpoint_dir) / checkpoint_name(self.step)
+        if self.is_writer:
+            self.last_saved = write_checkpoint(self.config.checkpoint_dir, self.step, data)
+            self.history.checkpoint = self.last_saved
+            self.history.checkpoints.append(self.last_saved)
+        return self.last_saved
 
     def restore(self, path: str | Path) -> Path:
         """Load a checkpoint written by :meth:`save`: weights, optimizer, schedule, EMA, RNG
         states and history, so that training continues as if never interrupted."""
         path = resolve_checkpoint(path)
-        data = read_checkpoint(path)
+        self.load_checkpoint(read_checkpoint(path), path)
+        return path
+
+    def load_checkpoint(self, data: CheckpointData, path: Path) -> None:
+        """Restore the state of a checkpoint read from ``path`` (see :meth:`restore`)."""
         state = data.state
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"{path} is not a flowkit training checkpoint ({STATE_FORMAT})")
@@ -214,17 +249,17 @@ class Trainer:
             if data.ema is None:
                 raise ValueError(f"checkpoint {path} has no EMA weights but ema is set")
             self.ema.load_state_dict(data.ema, state["ema_updates"])
-        self.generator.set_state(decode_rng_state(state["rng"]["data"]))
-        torch.set_rng_state(decode_rng_state(state["rng"]["torch"]))
-        if state["rng"]["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(decode_rng_state(state["rng"]["cuda"]), self.device)
+        self.set_rng_state(state["rng"])
         saved = state["history"]
         self.history.losses, self.history.lrs = list(saved["losses"]), list(saved["lrs"])
         self.history.steps = self.history.start_step = state["step"]
         self.history.wall_time, self.history.seed = saved["wall_time"], saved["seed"]
-        self.history.resumed_from = self.history.checkpoint = path
-        warn_config_changes(state["config"], self.config.fingerprint(), path)
-        return path
+        self.history.resumed_from = self.history.checkpoint = self.last_saved = path
+        warn_config_changes(
+            {**state["config"], "world_size": state.get("world_size", 1)},
+            {**self.config.fingerprint(), "world_size": self.world_size},
+            path,
+        )
 
     def run(self, progress: bool = True, callback: Callback | None = None) -> History:
         """Train until ``config.steps`` steps are done; checkpoint every ``checkpoint_every``
@@ -243,14 +278,14 @@ class Trainer:
                 if callback is not None:
                     callback(self.step, loss)
                 every = config.checkpoint_every
-                if self.is_writer and every is not None and self.step % every == 0:
+                if every is not None and self.step % every == 0:
                     self.save()
         finally:
             bar.close()
             self.flow.train(was_training)
         if getattr(self.coupling, "deterministic", False):
             self.flow.deterministic_coupling = True
-        if self.is_writer and config.checkpoint_dir is not None and not self.saved_current_step():
+        if config.checkpoint_dir is not None and not self.saved_current_step():
             self.save()
         if config.final_weights == "ema" and self.ema is not None:
             self.ema.copy_to(self.flow)
@@ -259,7 +294,7 @@ class Trainer:
 
     def saved_current_step(self) -> bool:
         """Whether ``checkpoint_dir`` already holds the checkpoint of the current step."""
-        last = self.history.checkpoint
+        last = self.last_saved
         target = Path(self.config.checkpoint_dir) / checkpoint_name(self.step)
         return last is not None and Path(last).resolve() == target.resolve()
 

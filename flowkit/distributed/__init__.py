@@ -1,0 +1,75 @@
+"""Distributed runs with torchrun: process group, rank helpers, per-rank streams, DDP, sharding.
+
+Launch ``torchrun --nproc_per_node=N -m flowkit run CONFIG`` (or ``flowkit run --nproc N
+CONFIG``). Inside, :func:`init_process_group` joins the group (gloo on CPU, nccl on GPU);
+:func:`flowkit.train` then trains with DistributedDataParallel, :func:`flowkit.reflow` and the
+evaluation stage shard their work by rank, and only rank 0 writes. See ``docs/scaling.md``.
+"""
+
+from flowkit.distributed.collectives import (
+    all_gather_objects,
+    broadcast_object,
+    check_same,
+    from_rank_zero,
+    mean_across_ranks,
+    rank_zero_only,
+)
+from flowkit.distributed.ddp import FlowLoss, wrap_ddp
+from flowkit.distributed.launch import launch, torchrun_arguments
+from flowkit.distributed.process_group import (
+    BACKENDS,
+    DistInfo,
+    barrier,
+    default_backend,
+    info,
+    init_process_group,
+    is_distributed,
+    is_writer,
+    launched_by_torchrun,
+    process_group,
+    rank,
+    shutdown,
+    world_size,
+)
+from flowkit.distributed.sampling import rank_slice, sharded_sample
+from flowkit.distributed.shards import gather_shards, rank_shards
+from flowkit.distributed.streams import (
+    rank_generator,
+    rank_seed,
+    shared_seed,
+    warn_if_shared_generator,
+)
+
+__all__ = [
+    "BACKENDS",
+    "DistInfo",
+    "FlowLoss",
+    "all_gather_objects",
+    "barrier",
+    "broadcast_object",
+    "check_same",
+    "default_backend",
+    "from_rank_zero",
+    "gather_shards",
+    "info",
+    "init_process_group",
+    "is_distributed",
+    "is_writer",
+    "launch",
+    "launched_by_torchrun",
+    "mean_across_ranks",
+    "process_group",
+    "rank",
+    "rank_generator",
+    "rank_seed",
+    "rank_shards",
+    "rank_slice",
+    "rank_zero_only",
+    "sharded_sample",
+    "shared_seed",
+    "shutdown",
+    "torchrun_arguments",
+    "warn_if_shared_generator",
+    "world_size",
+    "wrap_ddp",
+]

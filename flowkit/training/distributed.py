@@ -1,0 +1,134 @@
+"""Data-parallel training: one :class:`DistributedTrainer` per rank of a torchrun launch.
+
+``fk.train`` switches to it by itself inside an initialised process group with more than one
+process. Every rank holds a full copy of the flow, draws its own batch of ``batch_size`` pairs
+from its own stream ``(seed, rank)``, and DistributedDataParallel averages the gradients, so
+each optimizer step sees ``batch_size × world_size`` pairs (the *effective batch*) and the
+weights stay identical on every rank. The recorded loss is the mean over the ranks (the loss of
+the effective batch). Rank 0 alone writes checkpoints; a checkpoint holds the RNG states of
+every rank, so a resumed run with the same number of ranks continues exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from flowkit import distributed
+from flowkit.training.checkpoint import CheckpointData
+from flowkit.training.config import TrainConfig
+from flowkit.training.history import History
+from flowkit.training.trainer import Callback, TrainBatch, Trainer
+
+
+class DistributedTrainer(Trainer):
+    """A :class:`~flowkit.training.Trainer` for one rank of a DistributedDataParallel run.
+
+    The flow is wrapped (through :class:`~flowkit.distributed.FlowLoss`) before the optimizer
+    and the EMA are built, so they start from rank 0's weights, which DDP broadcasts.
+
+    Args:
+        flow, coupling, config, generator, seed: as for :class:`~flowkit.training.Trainer`;
+            ``generator`` should be this rank's own stream
+            (:func:`flowkit.distributed.rank_generator`).
+        **ddp_options: passed to :class:`~torch.nn.parallel.DistributedDataParallel`.
+
+    Raises:
+        RuntimeError: outside an initialised process group.
+    """
+
+    def __init__(
+        self,
+        flow: nn.Module,
+        coupling: Any,
+        config: TrainConfig,
+        generator: torch.Generator,
+        seed: int | None = None,
+        **ddp_options: Any,
+    ) -> None:
+        me = distributed.info()
+        self.rank, self.world_size = me.rank, me.world_size
+        self.ddp = distributed.wrap_ddp(distributed.FlowLoss(flow), **ddp_options)
+        super().__init__(flow, coupling, config, generator, seed)
+        self.is_writer = me.is_writer
+
+    def compute_loss(self, batch: TrainBatch) -> Tensor:
+        """The loss through DDP, whose backward all-reduces (averages) the gradients."""
+        return self.ddp(
+            batch.x0, batch.x1, batch.t, weighting=self.config.weighting, cond=batch.cond
+        )
+
+    def loss_value(self, loss: Tensor) -> float:
+        """The mean of the ranks' losses: every rank records (and checks) the same value."""
+        return distributed.mean_across_ranks(loss).item()
+
+    def checkpoint_data(self) -> CheckpointData:
+        """The checkpoint of rank 0, plus every rank's RNG states under ``state["ranks"]``."""
+        data = super().checkpoint_data()
+        data.state["ranks"] = distributed.all_gather_objects(self.rng_state())
+        return data
+
+    def save(self) -> Path:
+        """Checkpoint on rank 0 (every rank takes part); returns once it is written."""
+        path = super().save()
+        distributed.barrier()
+        return path
+
+    def load_checkpoint(self, data: CheckpointData, path: Path) -> None:
+        """Restore a checkpoint; each rank takes its own RNG states from ``state["ranks"]``.
+
+        A rank the checkpoint has no state for (more ranks than before, or a single-process
+        checkpoint) starts its stream ``(seed, rank)`` afresh; the run then differs from an
+        uninterrupted one (the restore warns about the changed world size).
+        """
+        super().load_checkpoint(data, path)
+        ranks = data.state.get("ranks") or [data.state["rng"]]
+        if self.rank < len(ranks):
+            self.set_rng_state(ranks[self.rank])
+        elif self.history.seed is not None:
+            self.generator.manual_seed(distributed.rank_seed(self.history.seed, self.rank))
+
+    def run(self, progress: bool = True, callback: Callback | None = None) -> History:
+        """Train every rank to ``config.steps`` (checked to agree across ranks); rank 0 shows
+        progress and logs the effective batch."""
+        distributed.check_same(
+            steps=self.config.steps,
+            batch_size=self.config.batch_size,
+            start_step=self.step,
+            checkpoint_dir=None
+            if self.config.checkpoint_dir is None
+            else str(self.config.checkpoint_dir),
+            checkpoint_every=self.config.checkpoint_every,
+        )
+        progress = progress and self.is_writer
+        if progress:
+            h = self.history
+            tqdm.write(
+                f"distributed training on {self.world_size} ranks: {h.batch_size} pairs per rank, "
+                f"effective batch {h.effective_batch_size}"
+            )
+        return super().run(progress=progress, callback=callback)
+
+
+def rank_stream(
+    generator: torch.Generator | None, seed: int | None
+) -> tuple[torch.Generator, int | None]:
+    """This rank's data generator and the run's seed.
+
+    With ``seed`` (the same on every rank, or None on every rank for a fresh one chosen by rank
+    0), rank ``r`` draws from :func:`flowkit.distributed.rank_generator` ``(seed, r)``. A
+    ``generator`` is used as given (warning if every rank's is in the same state).
+    """
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("pass either generator= or seed=, not both")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        distributed.warn_if_shared_generator(generator)
+        return generator, None
+    seed = distributed.shared_seed(seed)
+    return distributed.rank_generator(seed), seed
