@@ -25,6 +25,8 @@ RUN_EXAMPLES = """examples:
   flowkit run examples/digits.yaml --set stages[0].training.lr=3e-4 --out /tmp/runs
   flowkit run --resume                          # continue the latest run of the default experiment
   flowkit run --resume runs/moons_reflow-20250101-120000
+  flowkit run examples/moons_reflow.yaml --nproc 2     # 2 processes (torchrun, DDP)
+  torchrun --nproc_per_node=2 -m flowkit run examples/moons_reflow.yaml   # the same
 """
 VALIDATE_EXAMPLES = """examples:
   flowkit validate examples/moons_reflow.yaml
@@ -56,6 +58,36 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """``flowkit run``: in this process (joining torchrun's process group when launched by
+    torchrun), or through torchrun on ``--nproc`` processes."""
+    from flowkit import distributed
+    from flowkit.experiment import runner
+
+    if args.nproc is not None and args.nproc > 1:
+        if distributed.launched_by_torchrun():
+            raise ConfigError(
+                [("--nproc", "already running under torchrun; leave out --nproc or torchrun")]
+            )
+        runner.resolve(args.config, args.overrides)  # report a bad experiment once, not per rank
+        given = sys.argv[1:] if argv is None else list(argv)
+        return distributed.launch_torchrun(args.nproc, distributed.without_option(given, "--nproc"))
+    with distributed.process_group():
+        runner.run(args.config, args.overrides, args.out, args.resume, args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``flowkit`` command."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -81,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment under --out; finished stages are skipped",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        metavar="N",
+        help="run on N local processes: launches torchrun with the same arguments "
+        "(DistributedDataParallel training, sharded reflow and evaluation; see docs/scaling.md)",
+    )
 
     p = sub.add_parser(
         "validate",
@@ -191,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flowkit.experiment import runner
 
         if args.command == "run":
-            runner.run(args.config, args.overrides, args.out, args.resume, args.quiet)
-        elif args.command == "eval":
+            return cmd_run(args, argv)
+        if args.command == "eval":
             runner.evaluate_run(args.run, quiet=args.quiet)
         else:
             x = runner.sample_run(args.run, args.n, args.solver, args.steps, args.stage, args.seed)

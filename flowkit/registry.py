@@ -18,6 +18,7 @@ the first time any registry is queried, and registers its components with the de
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,13 +64,30 @@ class Entry:
 
 _plugins_loaded = False
 
+#: flowkit's own subpackages whose import registers the built-in components.
+BUILTIN_MODULES = (
+    "flowkit.paths",
+    "flowkit.models",
+    "flowkit.data",
+    "flowkit.solvers",
+    "flowkit.couplings",
+    "flowkit.training",
+    "flowkit.metrics",
+)
+
 
 def load_plugins() -> None:
-    """Import every ``flowkit.plugins`` entry point once (idempotent)."""
+    """Import flowkit's built-in components and every ``flowkit.plugins`` entry point, once.
+
+    Registries call this before any lookup, so ``SOLVERS.names()`` is complete even when only
+    ``flowkit.registry`` has been imported.
+    """
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
     for ep in metadata.entry_points(group=PLUGIN_GROUP):
         obj = ep.load()
         if callable(obj) and not inspect.ismodule(obj):

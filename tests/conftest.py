@@ -1,4 +1,9 @@
-"""Shared pytest set-up: the ``--runslow`` switch and Hypothesis profiles."""
+"""Shared pytest set-up: the ``--runslow`` switch and Hypothesis profiles.
+
+Profiles (``HYPOTHESIS_PROFILE=...``, see docs/testing.md): ``ci`` (default; derandomized, 25
+examples), ``thorough`` (500 random examples) and ``mutation`` (the ``ci`` examples without
+shrinking or example database, used by ``benchmarks/mutation_check.py`` on mutated copies).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile(
     "ci",
@@ -21,6 +26,12 @@ settings.register_profile(
     max_examples=500,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "mutation",
+    parent=settings.get_profile("ci"),
+    phases=(Phase.explicit, Phase.generate),
+    database=None,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

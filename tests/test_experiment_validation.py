@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 
 from flowkit.experiment.config import load_config
 from flowkit.experiment.errors import ConfigError
@@ -86,7 +87,7 @@ def test_default_resolves_with_defaults_and_names() -> None:
     assert config["data"]["source"] == "gaussian"
     assert config["stages"][1]["init"] == "teacher"
     # stage training sections are partial: only the keys given, the rest inherited at run time
-    assert config["stages"][2]["training"] == {"steps": 2000}
+    assert config["stages"][2]["training"] == {"steps": 2000, "lr": 3e-4}
     assert config["stages"][0]["training"] is None
 
 
@@ -106,3 +107,15 @@ def test_stage_names_number_repeated_types() -> None:
 def test_top_level_must_be_a_mapping() -> None:
     with pytest.raises(ConfigError, match="must be a mapping"):
         validate([1, 2])  # type: ignore[arg-type]
+
+
+def test_resolved_config_is_a_fixed_point() -> None:
+    resolved = validate(load_config(None))
+    assert validate(resolved) == resolved
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_reported_before_any_work() -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(default_with("device=cuda:0"))
+    assert dict(info.value.problems)["device"] == "'cuda:0' requested, but CUDA is not available"

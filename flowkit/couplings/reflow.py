@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowkit import distributed
 from flowkit.couplings.paired import PairedCoupling
 from flowkit.couplings.reflow_job import ReflowJob, ShardCallback
 from flowkit.couplings.store import PairStore
@@ -63,9 +64,14 @@ def reflow(
     depend on which shards were computed before, by which process, or whether a store is used.
     With ``store=DIR`` every shard is written atomically as it finishes, the manifest last;
     calling again with the same arguments resumes (finished shards are kept, only missing ones
-    are solved) and a finished store is loaded without solving. A store made with another teacher
-    (sha256 of its ``state_dict``), solver, options, seed or counts raises
+    are solved) and a finished store is loaded without solving. A store made with another
+    teacher (sha256 of its ``state_dict``), solver, options, seed or counts raises
     :class:`~flowkit.couplings.store.StoreMismatchError`.
+
+    Under torchrun, rank ``r`` of ``W`` solves the shards ``i`` with ``i mod W = r``: the same
+    pairs as one process, since shard seeds do not depend on the rank. With a store each rank
+    writes its own shards and rank 0 writes the manifest once all are there; without one the
+    shards are gathered on every rank.
 
     k-rectified flow is reflow applied k times: train a flow on ``coupling`` (1-RF), reflow it,
     train a new flow on the pairs (2-RF), reflow that flow with the same source coupling, ...
@@ -98,18 +104,30 @@ def reflow(
     job = ReflowJob.create(
         flow, coupling, solver, num_pairs, chunk_size, seed, state_grid, solver_options
     )
+    mine = distributed.rank_shards(len(job.sizes))  # all shards in a single process
+    progress = progress and distributed.is_writer()
+    if distributed.is_distributed():
+        distributed.check_same(store=None if store is None else str(store))
     if store is None:
-        parts = list(job.run(list(range(len(job.sizes))), progress, callback))
-        return assemble([t for _, t, _ in parts], job.manifest([nfe for _, _, nfe in parts]))
+        solved = ((i, (t, nfe)) for i, t, nfe in job.run(mine, progress, callback))
+        parts = [part for _, part in distributed.gather_shards(solved)]
+        return assemble([t for t, _ in parts], job.manifest([nfe for _, nfe in parts]))
     pair_store = PairStore(store)
     if (manifest := pair_store.read_manifest()) is not None:
         pair_store.check(job.fingerprint, manifest["fingerprint"], "manifest.json")
         return PairedCoupling.from_store(pair_store.directory)
-    write_shards(job, pair_store, None, progress, callback)
-    pair_store.write_manifest(
-        job.manifest([pair_store.shard_nfe(i) for i in range(len(job.sizes))])
-    )
+    write_shards(job, pair_store, mine, progress, callback)
+    distributed.barrier()
+    distributed.from_rank_zero(write_manifest, job, pair_store)
     return PairedCoupling.from_store(pair_store.directory)
+
+
+def write_manifest(job: ReflowJob, store: PairStore) -> None:
+    """Write the manifest once every shard of ``job`` is in ``store`` (else raise)."""
+    missing = sorted(set(range(len(job.sizes))) - store.completed(job.fingerprint))
+    if missing:
+        raise RuntimeError(f"pair store {str(store.directory)!r} lacks shards {missing}")
+    store.write_manifest(job.manifest([store.shard_nfe(i) for i in range(len(job.sizes))]))
 
 
 def assemble(parts: list[dict[str, Tensor]], manifest: dict[str, Any]) -> PairedCoupling:

@@ -15,7 +15,7 @@ from flowkit.distributed.collectives import (
     rank_zero_only,
 )
 from flowkit.distributed.ddp import FlowLoss, wrap_ddp
-from flowkit.distributed.launch import launch, torchrun_arguments
+from flowkit.distributed.launch import launch_torchrun, torchrun_arguments, without_option
 from flowkit.distributed.process_group import (
     BACKENDS,
     DistInfo,
@@ -55,7 +55,7 @@ __all__ = [
     "init_process_group",
     "is_distributed",
     "is_writer",
-    "launch",
+    "launch_torchrun",
     "launched_by_torchrun",
     "mean_across_ranks",
     "process_group",
@@ -70,6 +70,7 @@ __all__ = [
     "shutdown",
     "torchrun_arguments",
     "warn_if_shared_generator",
+    "without_option",
     "world_size",
     "wrap_ddp",
 ]

@@ -25,6 +25,13 @@ class FlowLoss(nn.Module):
 
     Args:
         flow: a :class:`~flowkit.Flow` (its parameters are this module's parameters).
+
+    Example:
+        >>> import torch, flowkit as fk
+        >>> flow = fk.Flow(fk.models.build({"name": "mlp", "dim": 2}))
+        >>> x0, x1, t = torch.randn(4, 2), torch.randn(4, 2), torch.rand(4)
+        >>> torch.equal(FlowLoss(flow)(x0, x1, t), flow.loss(x0, x1, t))
+        True
     """
 
     def __init__(self, flow: nn.Module) -> None:

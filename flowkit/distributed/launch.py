@@ -42,7 +42,7 @@ def without_option(args: Sequence[str], option: str) -> list[str]:
     return out
 
 
-def launch(nproc: int, flowkit_args: Sequence[str]) -> int:
+def launch_torchrun(nproc: int, flowkit_args: Sequence[str]) -> int:
     """Run ``python -m flowkit ARGS`` in ``nproc`` processes under torchrun; the exit status.
 
     Returns 0 when every process succeeded, else the exit status of the first failed rank

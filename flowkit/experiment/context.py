@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,16 @@ from flowkit.experiment.components import (
 )
 from flowkit.experiment.rundir import WEIGHTS_FILE, RunDir
 from flowkit.flow import Flow
+
+
+@contextmanager
+def restored_threads() -> Iterator[None]:
+    """Restore torch's CPU thread count on exit (a run may set its own with ``threads``)."""
+    previous = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def stage_seed(seed: int, index: int) -> int:
@@ -84,9 +95,11 @@ class Context:
             return flow_spec(self.config, stage)
         return self.specs[self.teacher_name(stage)]
 
-    def new_flow(self, stage: Mapping[str, Any]) -> Flow:
-        """A freshly initialised flow for ``stage``."""
-        return build_flow(self.config, self.spec_of(stage), self.device)
+    def new_flow(self, stage: Mapping[str, Any], seed: int = 0) -> Flow:
+        """A freshly initialised flow for ``stage``; its initial weights depend only on ``seed``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_flow(self.config, self.spec_of(stage), self.device)
 
     def save_flow(self, stage: Mapping[str, Any], flow: Flow) -> None:
         """Keep ``flow`` as the stage's result and write its final weights."""

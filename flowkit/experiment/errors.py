@@ -18,6 +18,10 @@ class ConfigError(ValueError):
         self.source = source
         super().__init__(self.report())
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[tuple[str, str]], str]]:
+        """Pickle with the problems (rank 0 of a distributed run sends the error to the others)."""
+        return type(self), (self.problems, self.source)
+
     def report(self) -> str:
         n = len(self.problems)
         where = f" {self.source}" if self.source else ""

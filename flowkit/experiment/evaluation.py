@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from einops import rearrange
 from torch import Tensor
+from tqdm.auto import tqdm
 
 import flowkit
+from flowkit import distributed
 from flowkit.experiment.context import Context, stage_seed
 from flowkit.experiment.plots import write_plots
 from flowkit.experiment.spec import registry, split_solver
@@ -36,8 +38,9 @@ def metric_value(spec: Any, generated: Tensor, target: Tensor) -> tuple[str, flo
 
 
 def solve(flow: Flow, x0: Tensor, cond: dict[str, Tensor], solver: str, **kwargs: Any) -> Any:
-    """``fk.sample`` with the conditions passed only when there are any."""
-    return flowkit.sample(flow, x0, solver=solver, cond=cond or None, **kwargs)
+    """``fk.sample`` with the conditions passed only when there are any; under torchrun each
+    rank integrates a slice of ``x0`` and every rank gets the whole result."""
+    return distributed.sharded_sample(flow, x0, solver=solver, cond=cond or None, **kwargs)
 
 
 def solver_runs(spec: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -60,7 +63,9 @@ def evaluate_flow(
 ) -> list[dict[str, Any]]:
     """Rows (one per solve) for ``flow``; each row is also appended to metrics.jsonl."""
     rows = []
-    for solver, kwargs in (run for spec in options["solvers"] for run in solver_runs(spec)):
+    runs = [run for spec in options["solvers"] for run in solver_runs(spec)]
+    bar = tqdm(runs, desc=f"evaluate {name}", unit="solve", disable=not ctx.progress, leave=False)
+    for solver, kwargs in bar:
         start = time.perf_counter()
         sol = solve(flow, data["x0"], data["cond"], solver, **kwargs)
         row: dict[str, Any] = {
@@ -92,9 +97,13 @@ def evaluate_flow(
     return rows
 
 
-def evaluation_data(ctx: Context, n: int, index: int) -> dict[str, Any]:
-    """Shared source samples (with conditions) and target samples for one evaluate stage."""
-    g = torch.Generator().manual_seed(stage_seed(ctx.config["seed"], index))
+def evaluation_data(ctx: Context, n: int) -> dict[str, Any]:
+    """Source samples (with conditions) and target samples, the same for every evaluate stage.
+
+    They depend only on the experiment's seed (stage index -1, a stream no stage trains on), so
+    runs with different stages are evaluated on the same samples.
+    """
+    g = torch.Generator().manual_seed(stage_seed(ctx.config["seed"], -1))
     x0, cond = ctx.base_coupling.sample_source(n, generator=g)
     x1 = ctx.target.sample(n, generator=g)
     return {
@@ -105,10 +114,10 @@ def evaluation_data(ctx: Context, n: int, index: int) -> dict[str, Any]:
 
 
 def evaluate_flows(
-    ctx: Context, flows: Mapping[str, Flow], options: Mapping[str, Any], stage: str, index: int
+    ctx: Context, flows: Mapping[str, Flow], options: Mapping[str, Any], stage: str
 ) -> list[dict[str, Any]]:
     """Evaluate every flow, record the rows and write the plots."""
-    data = evaluation_data(ctx, options["n_samples"], index)
+    data = evaluation_data(ctx, options["n_samples"])
     rows = []
     for name, flow in flows.items():
         ctx.log(f"[{stage}] evaluating {name!r}")

@@ -196,8 +196,9 @@ class Section(Field):
             self.extra_check(value, key, problems)
 
     def resolve(self, value: Any) -> Any:
-        if value is None:
-            value = {}
+        if value is None and self.nullable:
+            return None
+        value = value or {}
         out: dict[str, Any] = {}
         for name, sub in self.fields.items():
             if name in value:

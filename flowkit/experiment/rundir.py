@@ -98,6 +98,18 @@ class RunDir:
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
+    def shared_dir(self, *parts: str) -> Path:
+        """``root / parts`` on every rank, created by the writer.
+
+        For directories all ranks of a torchrun launch must name alike: training checkpoints
+        (rank 0 writes them, every rank resumes from them) and reflow pair stores (every rank
+        writes its own shards).
+        """
+        directory = self.path(*parts)
+        if self.writer:
+            directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
     @contextmanager
     def _atomic(self, rel: str) -> Iterator[Path | None]:
         """Yield a temporary path to fill; it replaces ``rel`` only if the block succeeds."""

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 import flowkit
+from flowkit import distributed
 from flowkit.experiment.components import build_coupling
 from flowkit.experiment.config import load_config
-from flowkit.experiment.context import Context
+from flowkit.experiment.context import Context, restored_threads
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.report import write_report
 from flowkit.experiment.rundir import RunDir
@@ -123,8 +124,21 @@ def run(
         >>> result = fk.run("examples/moons_reflow.yaml", ["training.steps=200"])  # doctest: +SKIP
         >>> result.run_dir / "report.md"  # doctest: +SKIP
     """
-    resolved, run_dir = open_run(config, overrides, out, resume)
-    ctx = Context.create(resolved, run_dir, quiet=quiet)
+    with restored_threads():
+        return run_stages(config, overrides, out, resume, quiet)
+
+
+def run_stages(
+    config: ConfigSource,
+    overrides: Iterable[str] | Mapping[str, Any],
+    out: str | os.PathLike,
+    resume: bool | str | os.PathLike,
+    quiet: bool,
+) -> RunResult:
+    """The body of :func:`run` (which restores torch's thread count afterwards)."""
+    resolved, run_dir = distributed.from_rank_zero(open_run, config, overrides, out, resume)
+    run_dir.writer = distributed.is_writer()  # under torchrun: rank 0 writes, all ranks work
+    ctx = Context.create(resolved, run_dir, quiet=quiet or not run_dir.writer)
     finished = {s["name"] for s in resolved["stages"] if run_dir.done(s["name"]) is not None}
     if resume is not False:
         run_dir.keep_metrics(lambda r: r.get("stage") in finished)
@@ -138,6 +152,7 @@ def run(
         ctx.log(f"[{stage['name']}] {stage['type']}")
         info = RUNNERS[stage["type"]](ctx, stage, index)
         run_dir.mark_done(stage["name"], info)
+        distributed.barrier()
     write_report(resolved, run_dir)
     ctx.log(f"report: {run_dir.path('report.md')}")
     return RunResult(run_dir.root, resolved, dict(ctx.flows), run_dir.read_metrics())
@@ -159,7 +174,12 @@ def load_run(run_dir: str | os.PathLike, quiet: bool = True) -> Context:
 
 def evaluate_run(run_dir: str | os.PathLike, quiet: bool = False) -> list[dict[str, Any]]:
     """Re-run the evaluate stages of a run on its saved flows; rewrite plots and report.md."""
-    ctx = load_run(run_dir, quiet=quiet)
+    with restored_threads():
+        return evaluate_stages(load_run(run_dir, quiet=quiet))
+
+
+def evaluate_stages(ctx: Context) -> list[dict[str, Any]]:
+    """The body of :func:`evaluate_run`."""
     stages = [(i, s) for i, s in enumerate(ctx.config["stages"]) if s["type"] == "evaluate"]
     if not stages:
         stages = [(len(ctx.config["stages"]), {"type": "evaluate", "name": "evaluate"})]

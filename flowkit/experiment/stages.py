@@ -45,7 +45,7 @@ def log_losses(ctx: Context, name: str, losses: list[float], every: int) -> None
 def fit(ctx: Context, stage: Mapping[str, Any], index: int, flow: Flow, coupling: Any) -> Any:
     """Train ``flow`` on ``coupling`` with the stage's training options (resumable)."""
     options = training_options(ctx.config, stage)
-    ckpt_dir = ctx.run.writable_dir("stages", stage["name"], "checkpoints")
+    ckpt_dir = ctx.run.shared_dir("stages", stage["name"], "checkpoints")
     history = flowkit.train(
         flow,
         coupling,
@@ -68,14 +68,15 @@ def summary(flow: Flow, history: Any) -> dict[str, Any]:
         "steps": history.steps,
         "final_loss": history.final_loss,
         "wall_time": history.wall_time,
+        "effective_batch_size": history.effective_batch_size,
         "deterministic_coupling": bool(flow.deterministic_coupling),
     }
 
 
-def start_flow(ctx: Context, stage: Mapping[str, Any], init: str | None) -> Flow:
+def start_flow(ctx: Context, stage: Mapping[str, Any], index: int, init: str | None) -> Flow:
     """A new flow for ``stage``: a copy of flow ``init`` (a stage name) or a fresh one."""
     if init is None:
-        return ctx.new_flow(stage)
+        return ctx.new_flow(stage, stage_seed(ctx.config["seed"], index))
     return copy.deepcopy(ctx.flows[init])
 
 
@@ -85,7 +86,7 @@ def pair_options(ctx: Context, stage: Mapping[str, Any], index: int) -> dict[str
     return {
         "solver": name,
         "num_pairs": stage["num_pairs"],
-        "store": ctx.run.writable_dir("stages", stage["name"], "pairs"),
+        "store": ctx.run.shared_dir("stages", stage["name"], "pairs"),
         "chunk_size": PAIR_CHUNK,
         "seed": stage_seed(ctx.config["seed"], index),
         "progress": ctx.progress,
@@ -99,7 +100,7 @@ def run_train(ctx: Context, stage: dict[str, Any], index: int) -> dict[str, Any]
     coupling = ctx.coupling
     if stage["coupling"] is not None:
         coupling = build_coupling(stage["coupling"], ctx.source, ctx.target)
-    flow = start_flow(ctx, stage, stage["init"])
+    flow = start_flow(ctx, stage, index, stage["init"])
     history = fit(ctx, stage, index, flow, coupling)
     ctx.save_flow(stage, flow)
     return summary(flow, history)
@@ -112,7 +113,7 @@ def run_reflow(ctx: Context, stage: dict[str, Any], index: int) -> dict[str, Any
     ctx.log(f"[{stage['name']}] generating {options['num_pairs']} pairs with {teacher!r}")
     pairs = flowkit.reflow(ctx.flows[teacher], ctx.base_coupling, **options)
     ctx.coupling = pairs
-    flow = start_flow(ctx, stage, teacher if stage["init"] == "teacher" else None)
+    flow = start_flow(ctx, stage, index, teacher if stage["init"] == "teacher" else None)
     history = fit(ctx, stage, index, flow, pairs)
     ctx.save_flow(stage, flow)
     return summary(flow, history)
@@ -127,7 +128,7 @@ def run_distill(ctx: Context, stage: dict[str, Any], index: int) -> dict[str, An
     pairs = flowkit.reflow(
         ctx.flows[teacher], ctx.base_coupling, state_grid=k if k > 1 else None, **options
     )
-    student = start_flow(ctx, stage, teacher if stage["init"] == "teacher" else None)
+    student = start_flow(ctx, stage, index, teacher if stage["init"] == "teacher" else None)
     spec = {"name": "distillation", "pairs": pairs, "path": student.path, "steps_k": k}
     segments = build_coupling(spec, ctx.source, ctx.target)
     history = fit(ctx, stage, index, student, segments)
@@ -139,7 +140,7 @@ def run_evaluate(ctx: Context, stage: dict[str, Any], index: int) -> dict[str, A
     """Evaluate flows (solvers × NFE × metrics) and write plots; rows go to metrics.jsonl."""
     options = evaluation_options(ctx.config, stage)
     names = options["flows"] or list(ctx.flows)
-    rows = evaluate_flows(ctx, {n: ctx.flows[n] for n in names}, options, stage["name"], index)
+    rows = evaluate_flows(ctx, {n: ctx.flows[n] for n in names}, options, stage["name"])
     return {"rows": len(rows), "flows": names}
 
 

@@ -28,7 +28,7 @@ from flowkit.paths.shift import (
 )
 from flowkit.registry import PATHS, SCHEDULES
 
-for _name in SCHEDULES.names():
+for _name in sorted(SCHEDULES._entries):
     if _name not in PATHS:
         PATHS.add(_name, path_for_schedule(_name), f"Affine path over the {_name!r} schedule.")
 

@@ -11,7 +11,7 @@ from flowkit.solvers.grid import grid_from_sigmas, make_grid
 from flowkit.solvers.guidance import CFGuidance
 from flowkit.solvers.likelihood import LogLikelihood, log_likelihood
 from flowkit.solvers.mask import TokenMask
-from flowkit.solvers.sample import sample
+from flowkit.solvers.sampling import sample
 from flowkit.solvers.scheduler import FlowScheduler
 
 build = SOLVERS.build

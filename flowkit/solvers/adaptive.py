@@ -89,10 +89,10 @@ class Adaptive(Solver):
         )
         x1 = out[-1]
         if func.times is not None and func.states is not None:
-            t_out = torch.tensor([*func.times, float(times[-1])], dtype=x.dtype, device=x.device)
+            t_out = torch.tensor([*func.times, float(times[-1])], dtype=torch.float64)
             trajectory = torch.stack([*func.states, x1])
         else:
-            t_out, trajectory = times.to(dtype=x.dtype, device=x.device), None
+            t_out, trajectory = times, None
         stats = {
             "solver": self.name,
             "steps": func.accepted,

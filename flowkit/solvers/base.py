@@ -31,7 +31,8 @@ class Solution:
     Attributes:
         x: the final state, same shape as the input.
         nfe: number of field (model) evaluations actually made.
-        times: the times of the grid (fixed-step) or of the accepted steps (adaptive), ``(T+1,)``.
+        times: the times of the grid (fixed-step) or of the accepted steps (adaptive), ``(T+1,)``,
+            float64 on the CPU (exact grid values).
         trajectory: states at ``times``, shape ``(T+1, B, ...)``; None unless requested.
         stats: solver statistics (``solver``, ``steps``; ``accepted``/``rejected`` for adaptive).
     """
@@ -108,7 +109,7 @@ class FixedStepSolver(Solver):
         return Solution(
             x=x,
             nfe=self.nfe_per_step * len(plan),
-            times=times.to(dtype=x.dtype, device=x.device),
+            times=times,
             trajectory=None if traj is None else torch.stack(traj),
             stats={"solver": self.name, "steps": len(plan)},
         )
@@ -130,7 +131,8 @@ def stage_times(grid: Tensor, nodes: Sequence[float], x: Tensor) -> list[tuple[T
 
 def step_sizes(grid: Tensor) -> list[float]:
     """The step sizes ``t_{i+1} − t_i`` of a float64 grid as Python floats."""
-    return grid.diff().tolist()
+    g = grid.tolist()
+    return [t1 - t0 for t0, t1 in pairwise(g)]
 
 
 def as_field(source: Any, cond: dict[str, Any] | None = None) -> Field:

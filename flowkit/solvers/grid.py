@@ -34,7 +34,7 @@ def _given(**kwargs: object) -> list[str]:
 
 def check_grid(grid: Sequence[float] | Tensor, name: str = "grid") -> Tensor:
     """Validate a user grid: 1-D, at least 2 points, finite, in [0, 1], strictly monotone."""
-    g = torch.as_tensor(grid).detach().to(device="cpu", dtype=torch.float64)
+    g = torch.as_tensor(grid, dtype=torch.float64).detach().to(device="cpu")
     if g.ndim != 1 or g.numel() < 2:
         raise ValueError(
             f"{name} must be a 1-D sequence of at least 2 times; got shape {tuple(g.shape)}"
@@ -116,7 +116,6 @@ def make_grid(
         n = max(1, math.ceil(abs(t1 - t0) / h - 1e-9))
         g = t0 + math.copysign(h, t1 - t0) * torch.arange(n + 1, dtype=torch.float64)
         g[-1] = t1
-    g[0], g[-1] = t0, t1
     if shift is not None:
         g = shift_time(g, shift)
     elif mu is not None:
@@ -151,5 +150,5 @@ def grid_from_sigmas(sigmas: Sequence[float] | Tensor) -> Tensor:
     E.g. ``grid_from_sigmas(scheduler.sigmas)`` for a diffusers ``FlowMatchEulerDiscreteScheduler``
     after ``set_timesteps``; decreasing sigmas give an increasing (sampling) grid.
     """
-    sig = torch.as_tensor(sigmas).detach().to(device="cpu", dtype=torch.float64)
+    sig = torch.as_tensor(sigmas, dtype=torch.float64).detach().to(device="cpu")
     return check_grid(sigma_to_t(sig), "grid_from_sigmas(sigmas)")

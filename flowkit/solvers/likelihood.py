@@ -19,7 +19,7 @@ from torch import Tensor
 
 from flowkit.registry import did_you_mean
 from flowkit.solvers.base import Field, as_field
-from flowkit.solvers.sample import sample
+from flowkit.solvers.sampling import sample
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")

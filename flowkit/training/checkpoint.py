@@ -6,6 +6,8 @@ Layout of ``checkpoint_dir``::
         flow.safetensors     weights of the flow (its state dict)
         ema.safetensors      EMA weights (only with ema)
         optimizer.pt         {"optimizer": ..., "scheduler": ...} state dicts (torch.save)
+        coupling.pt          sampling state of the coupling, one entry per rank (only for
+                             couplings that keep one, e.g. the epoch order of stored pairs)
         state.json           step, RNG states (base64), history so far, configuration
     latest                   text file naming the newest complete checkpoint directory
 
@@ -35,6 +37,7 @@ from torch import Tensor, nn
 FLOW_FILE = "flow.safetensors"
 EMA_FILE = "ema.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
+COUPLING_FILE = "coupling.pt"
 STATE_FILE = "state.json"
 LATEST_FILE = "latest"
 
@@ -107,12 +110,15 @@ class CheckpointData:
         state: JSON-compatible state (step, RNG states, history, configuration, ...).
         optimizer: ``{"optimizer": ..., "scheduler": ...}`` state dicts.
         ema: EMA weights, or None.
+        coupling: the coupling's sampling state of every rank (``coupling[rank]``), or None
+            for a coupling that keeps none.
     """
 
     flow: dict[str, Tensor]
     state: dict[str, Any]
     optimizer: dict[str, Any]
     ema: dict[str, Tensor] | None = None
+    coupling: list[Any] | None = None
 
 
 def write_checkpoint(directory: str | os.PathLike, step: int, data: CheckpointData) -> Path:
@@ -131,6 +137,8 @@ def write_checkpoint(directory: str | os.PathLike, step: int, data: CheckpointDa
         if data.ema is not None:
             atomic_write_bytes(staging / EMA_FILE, tensors_to_bytes(data.ema, metadata))
         atomic_write_bytes(staging / OPTIMIZER_FILE, torch_to_bytes(data.optimizer))
+        if data.coupling is not None:
+            atomic_write_bytes(staging / COUPLING_FILE, torch_to_bytes(data.coupling))
         atomic_write_bytes(staging / STATE_FILE, json.dumps(data.state).encode())
         replace_directory(staging, final)
     except BaseException:
@@ -181,12 +189,17 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def read_checkpoint(path: str | os.PathLike) -> CheckpointData:
     """Read a checkpoint written by :func:`write_checkpoint` (tensors on CPU)."""
     path = resolve_checkpoint(path)
-    ema_file = path / EMA_FILE
+    ema_file, coupling_file = path / EMA_FILE, path / COUPLING_FILE
     return CheckpointData(
         flow=load_file(path / FLOW_FILE, device="cpu"),
         state=json.loads((path / STATE_FILE).read_text()),
         optimizer=torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True),
         ema=load_file(ema_file, device="cpu") if ema_file.is_file() else None,
+        coupling=(
+            torch.load(coupling_file, map_location="cpu", weights_only=True)
+            if coupling_file.is_file()
+            else None
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowkit import distributed
+from flowkit.training.api import make_generator
 from flowkit.training.checkpoint import CheckpointData
 from flowkit.training.config import TrainConfig
 from flowkit.training.history import History
@@ -39,6 +40,18 @@ class DistributedTrainer(Trainer):
 
     Raises:
         RuntimeError: outside an initialised process group.
+
+    Example (in a script started by ``torchrun --nproc_per_node=2 script.py``):
+        >>> from flowkit import distributed
+        >>> from flowkit.training import TrainConfig
+        >>> distributed.init_process_group()  # doctest: +SKIP
+        >>> trainer = DistributedTrainer(
+        ...     flow, coupling, TrainConfig(steps=100, batch_size=256),
+        ...     distributed.rank_generator(seed=0), seed=0,
+        ... )  # doctest: +SKIP
+        >>> history = trainer.run()  # doctest: +SKIP
+        >>> history.effective_batch_size  # doctest: +SKIP
+        512
     """
 
     def __init__(
@@ -66,10 +79,15 @@ class DistributedTrainer(Trainer):
         """The mean of the ranks' losses: every rank records (and checks) the same value."""
         return distributed.mean_across_ranks(loss).item()
 
+    def all_ranks(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, by rank (an all-gather)."""
+        return distributed.all_gather_objects(obj)
+
     def checkpoint_data(self) -> CheckpointData:
-        """The checkpoint of rank 0, plus every rank's RNG states under ``state["ranks"]``."""
+        """The checkpoint of rank 0, plus every rank's RNG states under ``state["ranks"]`` (and
+        every rank's coupling state, as on one process)."""
         data = super().checkpoint_data()
-        data.state["ranks"] = distributed.all_gather_objects(self.rng_state())
+        data.state["ranks"] = self.all_ranks(self.rng_state())
         return data
 
     def save(self) -> Path:
@@ -95,14 +113,14 @@ class DistributedTrainer(Trainer):
     def run(self, progress: bool = True, callback: Callback | None = None) -> History:
         """Train every rank to ``config.steps`` (checked to agree across ranks); rank 0 shows
         progress and logs the effective batch."""
+        config = self.config
+        directory = config.checkpoint_dir
         distributed.check_same(
-            steps=self.config.steps,
-            batch_size=self.config.batch_size,
+            steps=config.steps,
+            batch_size=config.batch_size,
             start_step=self.step,
-            checkpoint_dir=None
-            if self.config.checkpoint_dir is None
-            else str(self.config.checkpoint_dir),
-            checkpoint_every=self.config.checkpoint_every,
+            checkpoint_dir=None if directory is None else str(directory),
+            checkpoint_every=config.checkpoint_every,
         )
         progress = progress and self.is_writer
         if progress:
@@ -124,10 +142,7 @@ def rank_stream(
     ``generator`` is used as given (warning if every rank's is in the same state).
     """
     if generator is not None:
-        if seed is not None:
-            raise ValueError("pass either generator= or seed=, not both")
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        generator, _ = make_generator(generator, seed)  # type check; rejects seed= alongside
         distributed.warn_if_shared_generator(generator)
         return generator, None
     seed = distributed.shared_seed(seed)

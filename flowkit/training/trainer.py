@@ -190,9 +190,20 @@ class Trainer:
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(decode_rng_state(rng["cuda"]), self.device)
 
+    def all_ranks(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, by rank (``[obj]`` in a single process)."""
+        return [obj]
+
+    def coupling_state(self) -> dict[str, Any] | None:
+        """The coupling's sampling state (e.g. the epoch order of stored pairs); None when it
+        keeps none."""
+        state_dict = getattr(self.coupling, "state_dict", None)
+        return (state_dict() or None) if callable(state_dict) else None
+
     def checkpoint_data(self) -> CheckpointData:
         """Everything needed to continue exactly from the current step."""
         h = self.history
+        couplings = self.all_ranks(self.coupling_state())
         state = {
             "format": STATE_FORMAT,
             "step": self.step,
@@ -211,6 +222,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
             },
             ema=None if self.ema is None else self.ema.state_dict(),
+            coupling=None if all(s is None for s in couplings) else couplings,
         )
 
     def save(self) -> Path:
@@ -250,6 +262,9 @@ class Trainer:
                 raise ValueError(f"checkpoint {path} has no EMA weights but ema is set")
             self.ema.load_state_dict(data.ema, state["ema_updates"])
         self.set_rng_state(state["rng"])
+        couplings = data.coupling or []
+        if self.rank < len(couplings) and couplings[self.rank] is not None:
+            self.coupling.load_state_dict(couplings[self.rank])
         saved = state["history"]
         self.history.losses, self.history.lrs = list(saved["losses"]), list(saved["lrs"])
         self.history.steps = self.history.start_step = state["step"]
@@ -310,5 +325,5 @@ def warn_config_changes(saved: dict[str, Any], current: dict[str, Any], path: Pa
         warnings.warn(
             f"resuming from {path} with changed options ({'; '.join(changed)}); the run will not "
             "match an uninterrupted one",
-            stacklevel=3,
+            stacklevel=4,
         )

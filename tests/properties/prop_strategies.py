@@ -1,4 +1,4 @@
-"""Hypothesis strategies of the property suite: schedules, Gaussian problems, times, shapes, solvers.
+"""Hypothesis strategies of the property suite: schedules, Gaussian problems, shapes, grids.
 
 Everything random about an example is drawn here, by Hypothesis, so that the ``ci`` profile
 (derandomized) always runs the same examples and ``thorough`` explores many more. Random numbers

@@ -1,0 +1,322 @@
+"""Acceptance benchmark: N(0, I) -> moons with 1-RF, 2-RF by reflow and one-step distillation.
+
+Run from the repository root (2 CPU threads by default)::
+
+    python benchmarks/reflow_moons.py            # full run, prints markdown tables
+    python benchmarks/reflow_moons.py --json out.json
+
+Everything goes through the public API (``fk.train``, ``fk.reflow``, ``fk.distill``,
+``fk.sample``, ``fk.metrics``). Each model gets a row: W2 to 2000 held-out target samples after
+Euler with NFE 1, 2, 4, 8, 100 and after dopri5 (rtol = atol = 1e-5, with its NFE), straightness
+and wall time. The W2 floor is W2 between two independent target sample sets of that size.
+
+Side by side, on torchcfm's own 8gaussians -> moons and N(0, I) -> moons data, torchcfm's
+``ConditionalFlowMatcher`` (I-CFM) and ``ExactOptimalTransportConditionalFlowMatcher`` (OT-CFM)
+are trained with the same model, batch, steps, learning rate and uniform times as flowkit's
+``minibatch_ot`` coupling, and all are evaluated with the same solver and target samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torchcfm.conditional_flow_matching as tcfm
+import torchcfm.utils as tcfm_data
+from torch import Tensor
+
+import flowkit as fk
+
+EULER_NFE = (1, 2, 4, 8, 100)
+DOPRI = {"rtol": 1e-5, "atol": 1e-5}
+
+
+@dataclass
+class Settings:
+    """Hyperparameters of the benchmark (tuned to meet the targets on 2 CPU cores)."""
+
+    hidden: int = 64
+    depth: int = 3
+    time_frequencies: int = 1
+    batch: int = 256
+    lr: float = 3e-3
+    lr_2rf: float = 1e-3
+    lr_distill: float = 1e-3
+    ema: float = 0.999
+    steps_1rf: int = 2500
+    steps_2rf: int = 1500
+    steps_distill: int = 800
+    num_pairs: int = 8000
+    reflow_tol: float = 1e-4
+    compare_steps: int = 1500
+    eval_samples: int = 2000
+    seed: int = 0
+    threads: int = 1
+
+
+@dataclass
+class Row:
+    """One evaluated model."""
+
+    name: str
+    w2_euler: dict[int, float]
+    w2_dopri5: float
+    nfe_dopri5: int
+    straightness: float
+    wall_time: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def new_flow(s: Settings) -> fk.Flow:
+    spec = {
+        "name": "mlp",
+        "dim": 2,
+        "hidden": s.hidden,
+        "depth": s.depth,
+        "time_frequencies": s.time_frequencies,
+    }
+    return fk.Flow(fk.models.build(spec), "rectified")
+
+
+def evaluate(name: str, flow: fk.Flow, x0: Tensor, y: Tensor, wall: float) -> Row:
+    """W2 after Euler at each NFE and after dopri5, dopri5's NFE and the straightness."""
+    w2 = {n: fk.metrics.w2(fk.sample(flow, x0, solver="euler", steps=n).x, y) for n in EULER_NFE}
+    sol = fk.sample(flow, x0, solver="dopri5", **DOPRI)
+    return Row(
+        name, w2, fk.metrics.w2(sol.x, y), int(sol.nfe), fk.metrics.straightness(flow, x0), wall
+    )
+
+
+@dataclass
+class Stopwatch:
+    """Wall time of named stages: ``with watch("stage"): ...``."""
+
+    times: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - start
+
+
+def rectified_pipeline(s: Settings, x0: Tensor, y: Tensor) -> tuple[list[Row], dict[str, float]]:
+    """1-RF on the independent coupling, 2-RF on its reflow pairs, one-step distillation."""
+    coupling = fk.couplings.build({"name": "independent", "source": "gaussian", "target": "moons"})
+    train = dict(batch_size=s.batch, lr_schedule="cosine", ema=s.ema, final_weights="ema",
+                 progress=False)
+    tol = {"rtol": s.reflow_tol, "atol": s.reflow_tol}
+    watch = Stopwatch()
+    torch.manual_seed(s.seed)
+    rf1 = new_flow(s)
+    with watch("1-RF train"):
+        fk.train(rf1, coupling, s.steps_1rf, lr=s.lr, seed=s.seed, **train)
+    with watch("reflow (pairs)"):
+        pairs = fk.reflow(
+            rf1,
+            coupling,
+            solver="dopri5",
+            num_pairs=s.num_pairs,
+            chunk_size=s.num_pairs,
+            seed=s.seed,
+            progress=False,
+            **tol,
+        )
+    rf2 = copy.deepcopy(rf1)  # warm start from the teacher, as in the rectified-flow paper
+    with watch("2-RF train"):
+        fk.train(rf2, pairs, s.steps_2rf, lr=s.lr_2rf, seed=s.seed + 1, **train)
+    with watch("distill (pairs + train)"):
+        student = fk.distill(
+            rf2,
+            steps_k=1,
+            coupling=coupling,
+            num_pairs=s.num_pairs,
+            solver="dopri5",
+            chunk_size=s.num_pairs,
+            seed=s.seed + 2,
+            steps=s.steps_distill,
+            batch_size=s.batch,
+            lr=s.lr_distill,
+            lr_schedule="cosine",
+            ema=s.ema,
+            final_weights="ema",
+            progress=False,
+            solver_options=tol,
+        )
+    t = watch.times
+    rows = [
+        evaluate("1-RF", rf1, x0, y, t["1-RF train"]),
+        evaluate("2-RF", rf2, x0, y, t["reflow (pairs)"] + t["2-RF train"]),
+        evaluate("2-RF + distill", student, x0, y, t["distill (pairs + train)"]),
+    ]
+    return rows, t
+
+
+def train_torchcfm(
+    s: Settings,
+    matcher: tcfm.ConditionalFlowMatcher,
+    sample_x0: Callable[[int], Tensor],
+    sample_x1: Callable[[int], Tensor],
+) -> fk.Flow:
+    """torchcfm's training recipe (its samplers, its matcher) on the benchmark's model."""
+    flow = new_flow(s)
+    opt = torch.optim.Adam(flow.parameters(), lr=s.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.compare_steps)
+    for _ in range(s.compare_steps):
+        t, xt, ut = matcher.sample_location_and_conditional_flow(
+            sample_x0(s.batch), sample_x1(s.batch)
+        )
+        loss = ((flow.model(xt, t) - ut) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return flow
+
+
+def torchcfm_comparison(s: Settings) -> list[Row]:
+    """I-CFM and OT-CFM (torchcfm) vs flowkit's minibatch_ot on torchcfm's data."""
+    rows = []
+    problems = {
+        "8gaussians -> moons": ("torchcfm_8gaussians", tcfm_data.sample_8gaussians),
+        "N(0, I) -> moons": ("gaussian", lambda n: torch.randn(n, 2)),
+    }
+    g = torch.Generator().manual_seed(s.seed + 100)
+    y = fk.data.build("torchcfm_moons").sample(s.eval_samples, generator=g)
+    for problem, (source, sample_x0) in problems.items():
+        x0 = fk.data.build(source).sample(s.eval_samples, generator=g)
+        for label, matcher in (
+            ("torchcfm I-CFM", tcfm.ConditionalFlowMatcher(sigma=0.0)),
+            ("torchcfm OT-CFM", tcfm.ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)),
+        ):
+            torch.manual_seed(s.seed)
+            start = time.perf_counter()
+            flow = train_torchcfm(s, matcher, sample_x0, tcfm_data.sample_moons)
+            rows.append(evaluate(f"{label}, {problem}", flow, x0, y, time.perf_counter() - start))
+        torch.manual_seed(s.seed)
+        flow = new_flow(s)
+        coupling = {"name": "minibatch_ot", "source": source, "target": "torchcfm_moons"}
+        history = fk.train(
+            flow,
+            coupling,
+            s.compare_steps,
+            s.batch,
+            lr=s.lr,
+            lr_schedule="cosine",
+            seed=s.seed,
+            progress=False,
+        )
+        rows.append(evaluate(f"flowkit minibatch_ot, {problem}", flow, x0, y, history.wall_time))
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    head = (
+        "| model | "
+        + " | ".join(f"W2 Euler {n}" for n in EULER_NFE)
+        + " | W2 dopri5 | dopri5 NFE | straightness | wall (s) |"
+    )
+    lines = [head, "|" + "---|" * (len(EULER_NFE) + 5)]
+    for r in rows:
+        w2 = " | ".join(f"{r.w2_euler[n]:.3f}" for n in EULER_NFE)
+        lines.append(
+            f"| {r.name} | {w2} | {r.w2_dopri5:.3f} | {r.nfe_dopri5} | "
+            f"{r.straightness:.2e} | {r.wall_time:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(rows: list[Row], compare: list[Row], pipeline: float) -> list[tuple[str, bool, str]]:
+    rf1, rf2, student = rows
+    checks = [
+        (
+            "one-step W2 of 2-RF + distill <= 0.15",
+            student.w2_euler[1] <= 0.15,
+            f"{student.w2_euler[1]:.3f}",
+        ),
+        (
+            "dopri5 NFE of 2-RF <= 0.6 x 1-RF",
+            rf2.nfe_dopri5 <= 0.6 * rf1.nfe_dopri5,
+            f"{rf2.nfe_dopri5} vs {rf1.nfe_dopri5} ({rf2.nfe_dopri5 / rf1.nfe_dopri5:.2f}x)",
+        ),
+        (
+            "straightness down >= 50x",
+            rf1.straightness >= 50 * rf2.straightness,
+            f"{rf1.straightness / max(rf2.straightness, 1e-12):.0f}x",
+        ),
+        ("pipeline <= 120 s", pipeline <= 120, f"{pipeline:.1f} s"),
+    ]
+    for i in range(0, len(compare), 3):
+        ot_cfm, ours = compare[i + 1], compare[i + 2]
+        checks.append(
+            (
+                f"minibatch_ot W2 <= OT-CFM ({ours.name.split(', ')[1]}, dopri5)",
+                ours.w2_dopri5 <= ot_cfm.w2_dopri5,
+                f"{ours.w2_dopri5:.3f} vs {ot_cfm.w2_dopri5:.3f}",
+            )
+        )
+    return checks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, value in asdict(Settings()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--skip-compare", action="store_true", help="skip the torchcfm runs")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = vars(parser.parse_args())
+    skip, out = args.pop("skip_compare"), args.pop("json")
+    s = Settings(**args)
+    torch.set_num_threads(s.threads)
+    g = torch.Generator().manual_seed(s.seed + 1000)
+    target = fk.data.build("moons")
+    y, y_floor = (
+        target.sample(s.eval_samples, generator=g),
+        target.sample(s.eval_samples, generator=g),
+    )
+    x0 = fk.data.build("gaussian").sample(s.eval_samples, generator=g)
+    start = time.perf_counter()
+    rows, times = rectified_pipeline(s, x0, y)
+    pipeline = sum(times.values())
+    total = time.perf_counter() - start
+    print(f"## N(0, I) -> moons (settings: {asdict(s)})\n")
+    print(table(rows))
+    print(
+        f"\nW2 floor (two independent target sets of {s.eval_samples}): "
+        f"{fk.metrics.w2(y, y_floor):.3f}"
+    )
+    print(
+        "stage times (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in times.items())
+        + f"; pipeline {pipeline:.1f}, with evaluation {total:.1f}"
+    )
+    compare = [] if skip else torchcfm_comparison(s)
+    if compare:
+        print("\n## torchcfm side by side (same model, batch, steps, lr, uniform t)\n")
+        print(table(compare))
+    checks = targets(rows, compare, pipeline)
+    print("\n## Targets\n")
+    for text, ok, value in checks:
+        print(f"- [{'x' if ok else ' '}] {text}: {value}")
+    if out:
+        with open(out, "w") as f:
+            json.dump(
+                {
+                    "settings": asdict(s),
+                    "rows": [asdict(r) for r in rows + compare],
+                    "times": times,
+                    "targets": checks,
+                },
+                f,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    main()

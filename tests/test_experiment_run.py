@@ -1,0 +1,135 @@
+"""``fk.run`` end to end on a tiny pipeline: run directory, determinism, resume, eval, sample."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import flowkit as fk
+from flowkit.experiment import ConfigError, evaluate_run, sample_run
+from flowkit.experiment.runner import RunResult
+
+PAIR_SOLVER = {"name": "euler", "steps": 4}
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 0,
+    "model": {"name": "mlp", "dim": 2, "hidden": 16, "depth": 1},
+    "training": {"steps": 30, "batch_size": 64, "checkpoint_every": 10, "log_every": 5},
+    "evaluation": {
+        "n_samples": 64,
+        "solvers": [{"name": "euler", "steps": [1, 2]}, {"name": "heun", "steps": 2}],
+        "metrics": ["w2"],
+    },
+    "plots": {"n_points": 64, "trajectories": 8, "trajectory_steps": 5, "nfe": [1, 2]},
+    "stages": [
+        {"type": "train"},
+        {"type": "reflow", "num_pairs": 128, "solver": PAIR_SOLVER, "training": {"steps": 20}},
+        {"type": "distill", "num_pairs": 128, "solver": PAIR_SOLVER, "training": {"steps": 20}},
+        {"type": "evaluate"},
+    ],
+}
+FLOWS = ("train", "reflow", "distill")
+
+
+def without_time(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    return fk.run(TINY, out=tmp_path_factory.mktemp("runs"), quiet=True)
+
+
+def test_run_directory_contents(tiny_run: RunResult) -> None:
+    root = tiny_run.run_dir
+    assert root.name.startswith("tiny-")
+    for name in FLOWS:
+        assert (root / "stages" / name / "flow.safetensors").is_file()
+        assert (root / "stages" / name / "checkpoints" / "latest").is_file()
+        assert json.loads((root / "stages" / name / "done.json").read_text())["steps"] > 0
+    assert (root / "stages" / "reflow" / "pairs" / "manifest.json").is_file()
+    plots = sorted(p.name for p in (root / "plots").iterdir())
+    assert plots == [
+        "evaluate_samples.png",
+        "evaluate_straightness.png",
+        "evaluate_trajectories.png",
+        "evaluate_w2_vs_nfe.png",
+        "loss.png",
+    ]
+    assert all((root / "plots" / p).read_bytes().startswith(b"\x89PNG") for p in plots)
+    report = (root / "report.md").read_text()
+    assert "![samples](plots/evaluate_samples.png)" in report
+    assert report.count("| distill | heun | 2 | 4 |") == 1
+
+
+def test_metrics_records(tiny_run: RunResult) -> None:
+    kinds = [r["kind"] for r in tiny_run.metrics]
+    assert kinds.count("train") == 30 // 5 + 20 // 5 + 20 // 5
+    evals = [r for r in tiny_run.metrics if r["kind"] == "eval"]
+    assert [(r["flow"], r["solver"], r["steps"], r["nfe"]) for r in evals] == [
+        (f, s, k, n)
+        for f in FLOWS
+        for s, k, n in (("euler", 1, 1), ("euler", 2, 2), ("heun", 2, 4))
+    ]
+    assert all(r["w2"] > 0 for r in evals)
+    straight = [r for r in tiny_run.metrics if r["kind"] == "straightness"]
+    assert [r["flow"] for r in straight] == list(FLOWS)
+
+
+def test_resolved_config_is_saved(tiny_run: RunResult) -> None:
+    saved = fk.experiment.RunDir(tiny_run.run_dir).read_config()
+    assert saved == tiny_run.config
+    assert saved["training"]["lr"] == 1e-3
+    assert saved["stages"][1]["training"] == {"steps": 20}
+
+
+def test_same_config_same_numbers(tiny_run: RunResult, tmp_path: Path) -> None:
+    again = fk.run(TINY, out=tmp_path, quiet=True)
+    assert without_time(again.metrics) == without_time(tiny_run.metrics)
+    for name in FLOWS:
+        a, b = again.flows[name].state_dict(), tiny_run.flows[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_reruns_only_unfinished_stages(tiny_run: RunResult, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_run.run_dir, root)
+    (root / "stages" / "distill" / "done.json").unlink()
+    (root / "stages" / "evaluate" / "done.json").unlink()
+    kept = (root / "stages" / "train" / "flow.safetensors").stat().st_mtime_ns
+    resumed = fk.run(resume=root, quiet=True)
+    assert (root / "stages" / "train" / "flow.safetensors").stat().st_mtime_ns == kept
+    # records of the rerun stages are replaced, not duplicated; the numbers are the same
+    assert without_time(resumed.metrics) == without_time(tiny_run.metrics)
+
+
+def test_resume_refuses_a_different_experiment(tiny_run: RunResult) -> None:
+    other = copy.deepcopy(TINY)
+    other["seed"] = 1
+    with pytest.raises(ConfigError, match="seed: differs"):
+        fk.run(other, resume=tiny_run.run_dir, quiet=True)
+
+
+def test_eval_recomputes_the_same_rows(tiny_run: RunResult, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_run.run_dir, root)
+    rows = evaluate_run(root, quiet=True)
+    before = [r for r in tiny_run.metrics if r.get("stage") == "evaluate"]
+    assert without_time(rows) == without_time(before)
+
+
+def test_sample_run_uses_the_saved_flow(tiny_run: RunResult) -> None:
+    x = sample_run(tiny_run.run_dir, n=10, solver="euler", steps=1, stage="reflow", seed=3)
+    x0, _ = fk.couplings.build("independent").sample_source(10, torch.Generator().manual_seed(3))
+    flow = tiny_run.flows["reflow"]
+    with torch.no_grad():
+        expected = x0 + flow.velocity(x0, torch.zeros(10))
+    torch.testing.assert_close(x, expected)
+    with pytest.raises(ConfigError, match="--stage"):
+        sample_run(tiny_run.run_dir, n=2, stage="nope")
