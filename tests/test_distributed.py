@@ -108,6 +108,11 @@ def worker(rank: int, port: int, out: str) -> None:
         again = train_run(resumed, STEPS, out_dir / "ckpt_resume", resume=True)
         teacher = make_flow(7)
         stored = fk.reflow(teacher, COUPLING, store=out_dir / "pairs", progress=False, **REFLOW)
+        if me.is_writer:  # an interrupted store: no manifest, a shard of each rank missing
+            for name in ("manifest.json", "shard-00001.safetensors", "shard-00004.safetensors"):
+                (out_dir / "pairs" / name).unlink()
+        distributed.barrier()
+        completed = fk.reflow(teacher, COUPLING, store=out_dir / "pairs", progress=False, **REFLOW)
         memory = fk.reflow(teacher, COUPLING, progress=False, **REFLOW)
         x0 = torch.randn(N_SAMPLE, 2, generator=torch.Generator().manual_seed(1))
         sol = distributed.sharded_sample(teacher, x0, solver="heun", steps=5)
@@ -121,6 +126,7 @@ def worker(rank: int, port: int, out: str) -> None:
                 "resumed_weights": resumed.state_dict(),
                 "resumed_losses": again.losses,
                 "stored": (stored.x0, stored.x1),
+                "completed": (completed.x0, completed.x1),
                 "memory": (memory.x0, memory.x1),
                 "sample": (sol.x, sol.nfe),
                 "collectives": collective_outcomes(rank),
@@ -194,7 +200,7 @@ def test_resume_on_stored_pairs_is_exact(tmp_path):
     assert again.losses == full.losses
 
 
-@pytest.mark.parametrize("kind", ["stored", "memory"])
+@pytest.mark.parametrize("kind", ["stored", "completed", "memory"])
 def test_sharded_reflow_matches_one_process(ranks, kind, tmp_path):
     store = tmp_path / "pairs" if kind == "stored" else None
     pairs = fk.reflow(make_flow(7), COUPLING, store=store, progress=False, **REFLOW)

@@ -42,12 +42,25 @@ class FlowLoss(nn.Module):
         return self.flow.loss(x0, x1, t, **options)
 
 
+def has_running_stats(module: nn.Module) -> bool:
+    """Whether ``module`` holds normalisation layers that update running statistics."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        for m in module.modules()
+    )
+
+
 def wrap_ddp(module: nn.Module, **ddp_options: Any) -> DistributedDataParallel:
     """Wrap ``module`` in :class:`~torch.nn.parallel.DistributedDataParallel`.
 
     The constructor broadcasts rank 0's parameters and buffers, so every rank starts from the
     same weights whatever its own initialisation was. A module on a CUDA device is bound to
-    that device (``device_ids=[index]``); a CPU module is wrapped as is.
+    that device (``device_ids=[index]``); a CPU module is wrapped as is. Unless
+    ``ddp_options`` say otherwise, gradients are views into DDP's communication buckets
+    (``gradient_as_bucket_view=True``, one copy less per step), and rank 0's buffers are
+    broadcast before every forward only when the module has normalisation layers with running
+    statistics (``broadcast_buffers``): other buffers, such as fixed time-embedding
+    frequencies, never change, and broadcasting them would cost a collective per step.
 
     Args:
         module: the module (all its parameters on one device).
@@ -64,4 +77,6 @@ def wrap_ddp(module: nn.Module, **ddp_options: Any) -> DistributedDataParallel:
         )
     device = next(iter(module.parameters())).device
     device_ids = [device.index] if device.type == "cuda" else None
+    ddp_options.setdefault("gradient_as_bucket_view", True)
+    ddp_options.setdefault("broadcast_buffers", has_running_stats(module))
     return DistributedDataParallel(module, device_ids=device_ids, **ddp_options)

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from flowkit.flow import Flow
 from flowkit.paths.affine import AffinePath
 from flowkit.registry import PATHS
 
@@ -141,6 +140,9 @@ def as_field(source: Any, cond: dict[str, Any] | None = None) -> Field:
     A velocity-predicting Flow is unwrapped to its model, so a solver calls ``model(x, t)``
     directly; other parameterisations go through :meth:`Flow.velocity`.
     """
+    from flowkit.flow import Flow  # here, not at the top: flowkit.flow -> paths -> registry
+    # loads the built-in components (this module included) while flowkit.flow is half imported
+
     cond = cond or {}
     if isinstance(source, Flow):
         fn = source.model if source.prediction == "velocity" else source.velocity

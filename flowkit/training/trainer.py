@@ -161,10 +161,10 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(batch)
-        value = self.loss_value(loss)
+        loss.backward()
+        value = self.loss_value(loss)  # after backward: a distributed mean overlaps it
         if not math.isfinite(value):
             raise NonFiniteLossError(self.step + 1, value, self.history.checkpoint)
-        loss.backward()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.config.grad_clip)
         self.optimizer.step()

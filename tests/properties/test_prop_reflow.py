@@ -77,10 +77,11 @@ def test_reflow_pairs_keep_the_marginals_and_lower_the_cost(
     assert_matches(x1, tgt.mean(), tgt.covariance(), reference, seed, "reflow x1")
 
     # Each pair is (x0, Flow(x0)): re-solve some pairs of every shard on their own. The float32
-    # pairs solved at tolerance 1e-5 are accurate to ~1e-4; mixed-up pairs differ by O(1).
+    # pairs solved at tolerance 1e-5 are accurate to ~1e-3; mixed-up pairs differ by about the
+    # target's spread (standard deviations ≥ 0.3).
     idx = torch.cat([torch.arange(CHECKED_PER_SHARD) + k for k in range(0, N_PAIRS, SHARD)])
     alone = fk.sample(oracle, x0[idx], solver="dopri5", rtol=1e-8, atol=1e-8).x
-    torch.testing.assert_close(x1[idx], alone, rtol=0.0, atol=1e-3)
+    torch.testing.assert_close(x1[idx], alone, rtol=0.0, atol=1e-2)
 
     # E||x1 − x0||² ≤ the independent coupling's exact cost (+ Z_MAX standard errors of the
     # reflow cost's sample mean).
@@ -99,11 +100,11 @@ def test_reflow_pairs_keep_the_marginals_and_lower_the_cost(
 def test_reflow_map_is_monotone_in_one_dimension(
     schedule: Schedule, problem: Problem, seed: int
 ) -> None:
-    """Sorted by x0, the x1 increase (up to 1e-3: the float32 solves are accurate to ~1e-4)."""
+    """Sorted by x0, the x1 increase (up to 1e-2: the float32 solves are accurate to ~1e-3)."""
     _, pairs = reflow_pairs(problem, schedule, seed)
     order = pairs.x0[:, 0].argsort()
     steps = pairs.x1[order, 0].diff()
-    assert float(steps.min()) > -1e-3, f"reflow map decreases by {-float(steps.min()):.3g}"
+    assert float(steps.min()) > -1e-2, f"reflow map decreases by {-float(steps.min()):.3g}"
 
 
 @scaled(0.2)
@@ -120,4 +121,4 @@ def test_one_rectified_map_between_gaussians_is_affine(
     problem = Problem(GaussianMixture([[0.0]]), GaussianMixture([[mu]], std=s))
     _, pairs = reflow_pairs(problem, schedule, seed)
     x0, x1 = pairs.x0.double(), pairs.x1.double()
-    torch.testing.assert_close(x1, mu + s * x0, rtol=0.0, atol=1e-3)
+    torch.testing.assert_close(x1, mu + s * x0, rtol=1e-4, atol=1e-3)
