@@ -34,12 +34,16 @@ from torch import Tensor
 import flowkit as fk
 
 EULER_NFE = (1, 2, 4, 8, 100)
+# flowkit's "moons" is scikit-learn's make_moons geometry scaled by 2 (issue 4), so every W2 here
+# is twice the W2 of the same model in make_moons units, in which the issue's targets (floor
+# "about 0.09") are stated.
+MOONS_SCALE = 2.0
 DOPRI = {"rtol": 1e-5, "atol": 1e-5}
 
 
 @dataclass
 class Settings:
-    """Hyperparameters of the benchmark (tuned to meet the targets on 2 CPU cores)."""
+    """Hyperparameters of the benchmark (tuned on 2 shared CPU cores, one torch thread)."""
 
     hidden: int = 128
     depth: int = 3
@@ -231,11 +235,19 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def targets(rows: list[Row], compare: list[Row], pipeline: float) -> list[tuple[str, bool, str]]:
+def targets(
+    rows: list[Row], compare: list[Row], pipeline: float, floor: float
+) -> list[tuple[str, bool, str]]:
     rf1, rf2, student = rows
+    one_step = student.w2_euler[1] / MOONS_SCALE
     checks = [
         (
-            "one-step W2 of 2-RF + distill <= 0.15",
+            "one-step W2 of 2-RF + distill <= 0.15 in make_moons units (W2 / 2)",
+            one_step <= 0.15,
+            f"{one_step:.3f} (floor {floor / MOONS_SCALE:.3f})",
+        ),
+        (
+            "one-step W2 of 2-RF + distill <= 0.15 in flowkit units (floor here about 0.17)",
             student.w2_euler[1] <= 0.15,
             f"{student.w2_euler[1]:.3f}",
         ),
@@ -255,7 +267,7 @@ def targets(rows: list[Row], compare: list[Row], pipeline: float) -> list[tuple[
         ot_cfm, ours = compare[i + 1], compare[i + 2]
         checks.append(
             (
-                f"minibatch_ot W2 <= OT-CFM ({ours.name.split(', ')[1]}, dopri5)",
+                f"minibatch_ot W2 <= OT-CFM ({ours.name.split(', ', 1)[1]}, dopri5)",
                 ours.w2_dopri5 <= ot_cfm.w2_dopri5,
                 f"{ours.w2_dopri5:.3f} vs {ot_cfm.w2_dopri5:.3f}",
             )
@@ -287,10 +299,8 @@ def main() -> None:
     total = time.perf_counter() - start
     print(f"## N(0, I) -> moons (settings: {asdict(s)})\n")
     print(table(rows))
-    print(
-        f"\nW2 floor (two independent target sets of {s.eval_samples}): "
-        f"{fk.metrics.w2(y, y_floor):.3f}"
-    )
+    floor = fk.metrics.w2(y, y_floor)
+    print(f"\nW2 floor (two independent target sets of {s.eval_samples}): {floor:.3f}")
     print(
         "stage times (s): "
         + ", ".join(f"{k} {v:.1f}" for k, v in times.items())
@@ -300,7 +310,7 @@ def main() -> None:
     if compare:
         print("\n## torchcfm side by side (same model, batch, steps, lr, uniform t)\n")
         print(table(compare))
-    checks = targets(rows, compare, pipeline)
+    checks = targets(rows, compare, pipeline, floor)
     print("\n## Targets\n")
     for text, ok, value in checks:
         print(f"- [{'x' if ok else ' '}] {text}: {value}")

@@ -87,7 +87,7 @@ def test_default_resolves_with_defaults_and_names() -> None:
     assert config["data"]["source"] == "gaussian"
     assert config["stages"][1]["init"] == "teacher"
     # stage training sections are partial: only the keys given, the rest inherited at run time
-    assert config["stages"][2]["training"] == {"steps": 2000, "lr": 3e-4}
+    assert config["stages"][2]["training"] == {"steps": 2500, "lr": 2e-3}
     assert config["stages"][0]["training"] is None
 
 

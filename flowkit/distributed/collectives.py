@@ -49,6 +49,11 @@ class PendingMean:
 
     Starting the (tiny) reduction of a loss before ``backward`` lets it travel while the
     gradients are computed, instead of costing a round trip of its own.
+
+    Example:
+        >>> import torch
+        >>> PendingMean(torch.tensor(2.0)).value()  # one process: the value itself
+        tensor(2.)
     """
 
     def __init__(self, value: Tensor) -> None:

@@ -3,9 +3,10 @@
 ``torchrun`` (``python -m torch.distributed.run``) starts one process per rank and tells each
 its place through environment variables: ``RANK`` (global rank), ``WORLD_SIZE``, ``LOCAL_RANK``
 (rank on its node, the GPU index) and ``MASTER_ADDR``/``MASTER_PORT`` (the rendezvous).
-:func:`init_process_group` reads them and joins the group with ``gloo`` on CPU or ``nccl`` on
-GPU. Without those variables it does nothing and every query answers for a single process
-(rank 0 of 1), so the same code runs with and without torchrun.
+:func:`init_process_group` reads them and joins the group with ``gloo`` on CPU, or with both
+``nccl`` (for CUDA tensors) and ``gloo`` (for CPU tensors) on GPU machines. Without those
+variables it does nothing and every query answers for a single process (rank 0 of 1), so the
+same code runs with and without torchrun.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch.distributed as dist
 
 from flowkit.registry import did_you_mean
 
-BACKENDS = ("gloo", "nccl")
+BACKENDS = ("gloo", "nccl", "cpu:gloo,cuda:nccl")
 DEFAULT_TIMEOUT = 1800.0
 
 
@@ -33,7 +34,7 @@ class DistInfo:
         rank: global rank in ``[0, world_size)``.
         world_size: number of processes.
         local_rank: rank on this node (the CUDA device index with nccl).
-        backend: ``"gloo"``, ``"nccl"`` or None when no process group is initialised.
+        backend: one of :data:`BACKENDS`, or None when no process group is initialised.
     """
 
     rank: int = 0
@@ -54,7 +55,7 @@ class DistInfo:
     @property
     def device(self) -> torch.device:
         """The device of this rank: ``cuda:<local_rank>`` with nccl, else the CPU."""
-        if self.backend == "nccl":
+        if uses_nccl(self.backend):
             return torch.device("cuda", self.local_rank)
         return torch.device("cpu")
 
@@ -77,13 +78,24 @@ def env_int(name: str, default: int | None = None) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {text!r}") from None
 
 
+def uses_nccl(backend: str | None) -> bool:
+    """Whether ``backend`` (a process group's backend string) includes nccl."""
+    return backend is not None and "nccl" in backend
+
+
 def default_backend() -> str:
-    """``nccl`` when CUDA and NCCL are available, else ``gloo``."""
-    return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+    """``cpu:gloo,cuda:nccl`` when CUDA and NCCL are available, else ``gloo``.
+
+    The combined backend sends CUDA tensors through nccl and CPU tensors through gloo, so a
+    GPU machine also runs experiments configured with ``device: cpu``.
+    """
+    if torch.cuda.is_available() and dist.is_nccl_available():
+        return "cpu:gloo,cuda:nccl"
+    return "gloo"
 
 
 def check_backend(backend: str) -> str:
-    """Return ``backend`` if it is ``gloo`` or ``nccl``, else raise ``ValueError``."""
+    """Return ``backend`` if it is one of :data:`BACKENDS`, else raise ``ValueError``."""
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}."
@@ -128,10 +140,11 @@ def init_process_group(backend: str | None = None, timeout: float = DEFAULT_TIME
     """Join the process group described by torchrun's environment variables.
 
     Does nothing when a group is already initialised or when the variables are absent (a plain
-    single process). With ``nccl`` the CUDA device of the process is set to ``LOCAL_RANK``.
+    single process). With nccl the CUDA device of the process is set to ``LOCAL_RANK``.
 
     Args:
-        backend: ``"gloo"`` or ``"nccl"``; None picks nccl when CUDA is available, else gloo.
+        backend: ``"gloo"``, ``"nccl"`` or ``"cpu:gloo,cuda:nccl"``; None picks the last when
+            CUDA is available, else gloo.
         timeout: seconds a collective may wait for the other ranks before failing.
 
     Returns:
@@ -148,7 +161,7 @@ def init_process_group(backend: str | None = None, timeout: float = DEFAULT_TIME
     rank_, world = env_int("RANK"), env_int("WORLD_SIZE")
     if world < 1 or not 0 <= rank_ < world:
         raise ValueError(f"RANK={rank_} and WORLD_SIZE={world} need 0 <= RANK < WORLD_SIZE")
-    if backend == "nccl":
+    if uses_nccl(backend):
         torch.cuda.set_device(env_int("LOCAL_RANK", 0))
     dist.init_process_group(
         backend, rank=rank_, world_size=world, timeout=timedelta(seconds=timeout)
@@ -195,7 +208,7 @@ def barrier() -> None:
     me = info()
     if not me.distributed:
         return
-    if me.backend == "nccl":
+    if uses_nccl(me.backend):
         dist.barrier(device_ids=[me.local_rank])
     else:
         dist.barrier()

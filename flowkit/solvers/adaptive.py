@@ -19,11 +19,17 @@ from flowkit.solvers.base import Context, Field, Solution, Solver
 
 
 class _CountingField:
-    """``func(t, y)`` for torchdiffeq: expands the scalar t to ``(B,)`` and counts calls."""
+    """``func(t, y)`` for torchdiffeq: expands the scalar t to ``(B,)`` and counts calls.
 
-    def __init__(self, f: Field, batch: int, record: bool) -> None:
+    t is clamped into the span ``[lo, hi]``: torchdiffeq's initial step-size heuristic probes
+    the field at ``t0 + h0``, which can lie past ``t_end`` (accepted steps never do, see
+    ``step_t`` in :meth:`Adaptive.solve`); fields defined on [0, 1] only must not see it.
+    """
+
+    def __init__(self, f: Field, batch: int, record: bool, lo: float, hi: float) -> None:
         self.f = f
         self.batch = batch
+        self.lo, self.hi = lo, hi
         self.nfe = 0
         self.accepted = 0
         self.rejected = 0
@@ -32,7 +38,7 @@ class _CountingField:
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         self.nfe += 1
-        return self.f(y, t.to(y.dtype).expand(self.batch))
+        return self.f(y, t.clamp(self.lo, self.hi).to(y.dtype).expand(self.batch))
 
     def callback_accept_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
         self.accepted += 1
@@ -79,7 +85,8 @@ class Adaptive(Solver):
         return f"{type(self).__name__}(rtol={self.rtol}, atol={self.atol})"
 
     def solve(self, f: Field, x: Tensor, times: Tensor, ctx: Context) -> Solution:
-        func = _CountingField(f, x.shape[0], ctx.record)
+        lo, hi = sorted((float(times[0]), float(times[-1])))
+        func = _CountingField(f, x.shape[0], ctx.record, lo, hi)
         span = times.to(x.device)
         # step_t = the final time: no step overshoots it, so the field is never evaluated
         # outside [t_start, t_end] (torchdiffeq otherwise steps past t_end and interpolates back).

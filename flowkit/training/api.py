@@ -153,6 +153,13 @@ def train(
         raise TypeError(f"flow must be a flowkit.Flow (with .loss), got {type(flow).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(step, loss) or None, got {callback!r}")
+    if distributed.is_distributed():  # before any rank-local check: ranks must agree first
+        distributed.check_same(
+            steps=steps,
+            batch_size=batch_size,
+            checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+            resume=resume if isinstance(resume, bool) else str(resume),
+        )
     config = TrainConfig(
         steps=steps,
         batch_size=batch_size,

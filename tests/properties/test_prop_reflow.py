@@ -116,9 +116,10 @@ def test_one_rectified_map_between_gaussians_is_affine(
 
     The marginal velocity of Gaussian ends is linear in x, its flow map affine and increasing,
     and the only increasing affine map between the two Gaussians is ``μ + s·x0``; the tolerance
-    covers the float32 solve (rtol = atol = 1e-5, |x| ≲ 25).
+    covers the float32 solve (rtol = atol = 1e-5: errors ~1e-3 for |x| ≲ 25); a wrong pairing
+    is off by about s.
     """
     problem = Problem(GaussianMixture([[0.0]]), GaussianMixture([[mu]], std=s))
     _, pairs = reflow_pairs(problem, schedule, seed)
     x0, x1 = pairs.x0.double(), pairs.x1.double()
-    torch.testing.assert_close(x1, mu + s * x0, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(x1, mu + s * x0, rtol=1e-3, atol=1e-2)
