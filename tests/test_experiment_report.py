@@ -23,7 +23,11 @@ def png_bytes(figure) -> bytes:
 
 def test_image_tile_places_image_r_c_in_block_r_c() -> None:
     images = np.arange(6, dtype=float)[:, None, None, None] * np.ones((6, 1, 2, 3))
-    tile = figs.image_tile(images, cols=3)
+    framed = figs.image_tile(images, cols=3, pad=1)
+    assert framed.shape == (2 * 4, 3 * 5, 1)
+    assert np.all(framed[0, :, 0] == 0) and np.all(framed[:, 4, 0] == 0)  # borders at the min
+    assert np.all(framed[5:7, 6:9, 0] == 4)  # image (1, 1) inside its frame
+    tile = figs.image_tile(images, cols=3, pad=0)
     assert tile.shape == (4, 9, 1)
     for r in range(2):
         for c in range(3):

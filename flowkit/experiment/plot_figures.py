@@ -115,10 +115,19 @@ def straightness_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
-def image_tile(images: np.ndarray, cols: int) -> np.ndarray:
-    """``(r·c, C, H, W)`` images -> one ``(r·H, c·W, C)`` mosaic (einops)."""
+def image_tile(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
+    """``(r·c, C, H, W)`` images -> one ``(r·(H + 2p), c·(W + 2p), C)`` mosaic (einops).
+
+    Each image gets a border of ``pad`` pixels at the images' minimum value, so that tight
+    images (8×8 digits) stay apart.
+    """
     rows = len(images) // cols
-    return rearrange(images[: rows * cols], "(r c) ch h w -> (r h) (c w) ch", c=cols)
+    framed = np.pad(
+        images[: rows * cols],
+        ((0, 0), (0, 0), (pad, pad), (pad, pad)),
+        constant_values=images.min(),
+    )
+    return rearrange(framed, "(r c) ch h w -> (r h) (c w) ch", c=cols)
 
 
 def images_figure(
