@@ -176,10 +176,11 @@ def test_equal_token_masks_equal_a_global_solve_from_the_mask_time(
     ``max(t, m) = t``: with equal masks within a sample that is the unmasked solve started at
     ``m_b`` on the rest of the grid (the sample is unchanged when ``m_b = 1``).
     """
-    batch = shape[0]
-    starts = data.draw(
-        st.lists(st.integers(0, len(grid) - 1), min_size=batch, max_size=batch), label="starts"
-    )
+    batch, last = shape[0], len(grid) - 1
+    # Sample 0 always waits (m_0 > 0); the others may also be ordinary (m = 0) or frozen (m = 1).
+    first = data.draw(st.integers(1, last), label="start of sample 0")
+    rest = data.draw(st.lists(st.integers(0, last), min_size=batch - 1, max_size=batch - 1))
+    starts = [first, *rest]
     x0 = torch.randn(shape, generator=generator(seed), dtype=torch.float64)
     mask = torch.tensor([grid[j] for j in starts], dtype=torch.float64)[:, None]
     mask = mask.expand(shape[:2])
