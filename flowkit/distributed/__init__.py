@@ -7,7 +7,6 @@ evaluation stage shard their work by rank, and only rank 0 writes. See ``docs/sc
 """
 
 from flowkit.distributed.collectives import (
-    PendingMean,
     all_gather_objects,
     broadcast_object,
     check_same,
@@ -45,7 +44,6 @@ __all__ = [
     "BACKENDS",
     "DistInfo",
     "FlowLoss",
-    "PendingMean",
     "all_gather_objects",
     "barrier",
     "broadcast_object",

@@ -41,38 +41,12 @@ def mean_across_ranks(value: Tensor) -> Tensor:
     With equal per-rank batch sizes, the mean of per-rank mean losses is the mean loss of the
     concatenated batch. (gloo has no AVG reduction, so this is a SUM divided by ``W``.)
     """
-    return PendingMean(value).value()
-
-
-class PendingMean:
-    """A :func:`mean_across_ranks` in flight: started now, read with :meth:`value`.
-
-    Starting the (tiny) reduction of a loss before ``backward`` lets it travel while the
-    gradients are computed, instead of costing a round trip of its own.
-
-    Example:
-        >>> import torch
-        >>> PendingMean(torch.tensor(2.0)).value()  # one process: the value itself
-        tensor(2.)
-    """
-
-    def __init__(self, value: Tensor) -> None:
-        me = info()
-        self.world_size = me.world_size
-        self.reduced = value.detach().clone()
-        self.work = (
-            dist.all_reduce(self.reduced, op=dist.ReduceOp.SUM, async_op=True)
-            if me.distributed
-            else None
-        )
-
-    def value(self) -> Tensor:
-        """``(1/W)·Σ_r value_r`` (waits for the reduction)."""
-        if self.work is not None:
-            self.work.wait()
-            self.work = None
-            self.reduced /= self.world_size
-        return self.reduced
+    me = info()
+    reduced = value.detach().clone()
+    if me.distributed:
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+        reduced /= me.world_size
+    return reduced
 
 
 def portable_error(err: BaseException) -> BaseException:

@@ -68,22 +68,21 @@ class DistributedTrainer(Trainer):
         self.ddp = distributed.wrap_ddp(distributed.FlowLoss(flow), **ddp_options)
         super().__init__(flow, coupling, config, generator, seed)
         self.is_writer = me.is_writer
-        self.pending_loss: distributed.PendingMean | None = None
 
     def compute_loss(self, batch: TrainBatch) -> Tensor:
-        """The loss through DDP, whose backward all-reduces (averages) the gradients; the mean
-        of the ranks' losses starts travelling at once (read by :meth:`loss_value`)."""
-        loss = self.ddp(
+        """The loss through DDP, whose backward all-reduces (averages) the gradients."""
+        return self.ddp(
             batch.x0, batch.x1, batch.t, weighting=self.config.weighting, cond=batch.cond
         )
-        self.pending_loss = distributed.PendingMean(loss)
-        return loss
 
     def loss_value(self, loss: Tensor) -> float:
-        """The mean of the ranks' losses: every rank records (and checks) the same value."""
-        pending = self.pending_loss or distributed.PendingMean(loss)
-        self.pending_loss = None
-        return pending.value().item()
+        """The mean of the ranks' losses: every rank records (and checks) the same value.
+
+        Called after ``backward``, when the gradient all-reduce has just brought the ranks
+        together, so this small reduction waits for no one (on a CPU whose cores are all busy
+        computing, a reduction that overlapped the computation would wait for the scheduler).
+        """
+        return distributed.mean_across_ranks(loss).item()
 
     def all_ranks(self, obj: Any) -> list[Any]:
         """``obj`` of every rank, by rank (an all-gather)."""

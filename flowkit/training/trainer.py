@@ -162,7 +162,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(batch)
         loss.backward()
-        value = self.loss_value(loss)  # after backward: a distributed mean overlaps it
+        value = self.loss_value(loss)  # after backward: ranks meet there anyway
         if not math.isfinite(value):
             raise NonFiniteLossError(self.step + 1, value, self.history.checkpoint)
         if self.config.grad_clip is not None:

@@ -8,7 +8,8 @@
 5. The schedule-changed oracle of schedule A equals the oracle computed for schedule B directly,
    pointwise (equal-SNR time change plus rescaling is exact).
 
-Times are drawn per point (shape (B,)) inside ``[δ, 1 − δ]``, where every conversion is defined.
+Times are drawn per point (shape (B,)) inside [0.01, 0.99] for the conversions and inside the
+common log-SNR range on ``[δ, 1 − δ]`` for the schedule change.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from flowkit.paths.schedules import Schedule
 
 RTOL = 1e-6
 BATCH = 64
+CONVERSION_GUARD = 0.01
+"""Conversions are checked on [0.01, 0.99]: nearer the ends, schedules such as b = (1 − t)³ make
+``b`` and ``det = a·b' − a'·b`` so small (< 1e-6) that float64 round-off is amplified past RTOL."""
 
 
 def assert_close(actual: Tensor, expected: Tensor, what: str) -> None:
@@ -75,7 +79,7 @@ def test_conversions_of_the_oracle_give_its_velocity(name: str, data: st.DataObj
     seed = data.draw(seeds, label="seed")
     path = AffinePath(schedule)
     oracle = ExactMarginal(problem.source, problem.target, path)
-    x, t = points(oracle, seed, ENDPOINT_GUARD, 1.0 - ENDPOINT_GUARD)
+    x, t = points(oracle, seed, CONVERSION_GUARD, 1.0 - CONVERSION_GUARD)
     velocity = oracle.velocity(x, t)
     predictions = ["epsilon", "x1"] + (["score"] if standard else [])
     for prediction in predictions:
