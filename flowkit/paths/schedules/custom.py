@@ -57,7 +57,10 @@ class CustomSchedule(Schedule):
         self.finite_derivatives = bool(torch.isfinite(derivatives).all())
 
     def __repr__(self) -> str:
-        return f"CustomSchedule(a={self._a!r}, b={self._b!r})"
+        def name(f: object) -> str:
+            return getattr(f, "__qualname__", type(f).__name__)
+
+        return f"CustomSchedule(a={name(self._a)}, b={name(self._b)})"
 
     def a(self, t: Tensor) -> Tensor:
         return self._a(t)
