@@ -213,3 +213,14 @@ def test_nfe_counts_solver_evaluations() -> None:
     x0 = torch.randn(8, 2, generator=gen())
     assert fk.metrics.nfe(lambda x, t: -x, x0, solver="euler", steps=7) == 7
     assert fk.metrics.nfe(lambda x, t: -x, x0, solver="dopri5", rtol=1e-5, atol=1e-5) > 6
+
+
+def test_trajectory_metrics_when_nothing_moves() -> None:
+    """A zero field moves nothing: S = 0, cost 0, and the energy ratio is defined (1), not 1/0."""
+    from flowkit.metrics.trajectory import trajectory_metrics
+
+    x0 = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    m = trajectory_metrics(lambda x, t: torch.zeros_like(x), x0, "euler", 4)
+    assert m.straightness == 0.0
+    assert m.transport_cost == 0.0
+    assert m.path_energy == 1.0

@@ -7,6 +7,7 @@ trapezoidal rule on the solver's own grid.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +74,10 @@ def trajectory_metrics(
     h = vel.pow(2).sum(-1).mean(-1)
     cost = float(delta.pow(2).sum(-1).mean())
     dt = torch.diff(times).abs()
+    energy = float((dt * (h[1:] + h[:-1]) / 2).sum())
     return TrajectoryMetrics(
         straightness=float((dt * (g[1:] + g[:-1]) / 2).sum()),
-        path_energy=float((dt * (h[1:] + h[:-1]) / 2).sum()) / cost,
+        path_energy=_energy_ratio(energy, cost),
         transport_cost=cost,
         nfe=int(sol.nfe),
     )
@@ -135,3 +137,11 @@ def nfe(
         solver_options["steps"] = steps
     with torch.no_grad():
         return int(sample(field, x0, solver=solver, cond=cond, **solver_options).nfe)
+
+
+def _energy_ratio(energy: float, cost: float) -> float:
+    """``energy / cost``; when nothing moves (cost 0) the ratio is 1 if the velocity is 0 too
+    (trivially straight), and ``inf`` otherwise (a closed loop: motion without displacement)."""
+    if cost > 0:
+        return energy / cost
+    return 1.0 if energy == 0 else math.inf
