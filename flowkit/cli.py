@@ -243,4 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with: flowkit run --resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `flowkit list | head`): stop quietly, like other Unix tools.
+        sys.stderr.close()
+        return 0
     return 0
