@@ -12,6 +12,7 @@ rank's batch has the same size.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import Tensor, nn
@@ -78,5 +79,13 @@ def wrap_ddp(module: nn.Module, **ddp_options: Any) -> DistributedDataParallel:
     device = next(iter(module.parameters())).device
     device_ids = [device.index] if device.type == "cuda" else None
     ddp_options.setdefault("gradient_as_bucket_view", True)
-    ddp_options.setdefault("broadcast_buffers", has_running_stats(module))
+    # torch >= 2.13 renamed broadcast_buffers to forward_sync_buffers (the old name warns).
+    sync = "forward_sync_buffers" if _ACCEPTS_FORWARD_SYNC else "broadcast_buffers"
+    if "broadcast_buffers" not in ddp_options and "forward_sync_buffers" not in ddp_options:
+        ddp_options[sync] = has_running_stats(module)
     return DistributedDataParallel(module, device_ids=device_ids, **ddp_options)
+
+
+_ACCEPTS_FORWARD_SYNC = (
+    "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+)
