@@ -9,6 +9,7 @@ strings feed the generated YAML reference (``docs/yaml.md``).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,23 +38,25 @@ def is_number(value: Any) -> bool:
 
 
 @dataclass
-class Field:
+class Field(ABC):
     """Base field: a documented value with an optional default (``REQUIRED`` when mandatory)."""
 
     doc: str = ""
     default: Any = None
     nullable: bool = False
 
+    @abstractmethod
     def type_name(self) -> str:
-        raise NotImplementedError
+        """The type in words, for errors and the YAML reference."""
 
     def check(self, value: Any, key: str, problems: Problems) -> None:
         if value is None and self.nullable:
             return
         self.check_value(value, key, problems)
 
+    @abstractmethod
     def check_value(self, value: Any, key: str, problems: Problems) -> None:
-        raise NotImplementedError
+        """Append every problem of a non-null ``value`` at ``key`` to ``problems``."""
 
     def resolve(self, value: Any) -> Any:
         return value
