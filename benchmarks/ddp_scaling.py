@@ -1,27 +1,33 @@
 """Data-parallel scaling: training throughput of 1 process vs N processes (1 thread each).
 
-Each configuration trains the same flow (an MLP on N(0, I) -> moons) with ``fk.train``: one
-plain process (no process group, the ordinary trainer), then ``N`` processes joined by gloo on
-loopback (``DistributedTrainer``: DDP, gradient all-reduce every step, loss averaged over the
-ranks). Every process has ``batch_size`` pairs per step, so ``N`` processes see ``N×`` the pairs
-per step; throughput is pairs per second of training-loop wall time (``History.wall_time``, the
-step loop only: start-up, DDP construction and a warm-up call are excluded):
+Every configuration trains the same flow (an MLP on N(0, I) -> moons) with flowkit's trainer:
 
-    throughput = steps × batch_size × world_size / wall_time
+- **1 process**: the ordinary single-process trainer, while the other processes wait idle;
+- **DDP**: ``N`` processes joined by gloo on loopback (``fk.train`` switches to
+  ``DistributedTrainer``: DistributedDataParallel, gradient all-reduce every step, loss averaged
+  over the ranks);
+- **independent**: the same ``N`` processes each training on its own, no communication: the
+  ceiling the machine itself allows (cores that share caches and memory bandwidth or, in a VM,
+  host cores slow each other down), against which DDP's own cost reads.
+
+Every process has ``batch_size`` pairs per step, so ``N`` processes see ``N×`` the pairs per
+step; throughput is pairs per second of training-loop wall time (``History.wall_time``, the step
+loop only: start-up, DDP construction and a warm-up call are excluded; the slowest process):
+
+    throughput = steps × batch_size × processes / wall_time
     speed-up = throughput_N / throughput_1
 
-A third configuration runs ``N`` independent processes (no process group, no communication)
-side by side: the ceiling the machine itself allows (cores that share caches, memory bandwidth
-or, in a VM, host cores slow each other down), against which DDP's own cost can be read.
+On a VM whose host is shared, a process's speed drifts by ±15 % from one minute to the next. So
+the three configurations run in *rounds* inside one launch of ``N`` processes, one right after
+the other, and each round gives its own speed-ups against the 1-process run of the same round;
+the table reports the median over rounds (and the spread). The launch is made twice: as flowkit
+sets a gloo run up by default (the operating system places the processes and their
+communication threads) and with ``bind_cpus=True`` (each rank bound to its own share of the
+CPUs, :mod:`flowkit.distributed.affinity`; the independent processes are bound the same way
+in both launches, so the ceiling is comparable).
 
-Runs alternate between the configurations and the median of the repeats is reported, with the load
-average before the runs. On a machine shared with other work the wall-clock numbers mostly
-measure the others; the table therefore also gives the throughput computed from CPU time (the
-process's CPU seconds for the same steps, slowest rank): what the processes would reach on
-cores of their own, provided waiting for each other costs no CPU (gloo blocks, it does not spin).
-
-Usage: ``python benchmarks/ddp_scaling.py [--world 2] [--steps 30] [--batch 2048] [--hidden 256]
-[--repeats 3]``; prints a Markdown table (docs/benchmarks/ddp_scaling.md).
+Usage: ``python benchmarks/ddp_scaling.py [--world 2] [--steps 100] [--batch 2048] [--hidden 256]
+[--rounds 5]``; prints a Markdown table (docs/benchmarks/ddp_scaling.md).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ import platform
 import socket
 import statistics
 import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -41,9 +48,13 @@ import torch.multiprocessing as mp
 
 import flowkit as fk
 from flowkit import distributed
+from flowkit.distributed.affinity import apply_binding
+from flowkit.training import TrainConfig, Trainer
+from flowkit.training.api import build_coupling
 
 COUPLING = {"name": "independent", "source": "gaussian", "target": "moons"}
 WARMUP_STEPS = 5
+CONFIGS = ("1 process", "DDP", "independent")
 
 
 def free_port() -> int:
@@ -52,86 +63,126 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_seconds(args: argparse.Namespace) -> tuple[float, float]:
-    """Wall time and CPU time of ``args.steps`` training steps after a warm-up call."""
-    torch.manual_seed(0)
-    model = fk.models.build({"name": "mlp", "dim": 2, "hidden": args.hidden, "depth": 3})
-    flow = fk.Flow(model, "rectified")
-    fk.train(flow, COUPLING, WARMUP_STEPS, args.batch, seed=0, progress=False)
-    cpu = time.process_time()
-    history = fk.train(flow, COUPLING, args.steps, args.batch, seed=1, progress=False)
-    return history.wall_time, time.process_time() - cpu
+@contextmanager
+def confined(cpus: list[int] | None) -> Iterator[None]:
+    """Run the block on ``cpus`` only (all of this process's threads), then restore."""
+    before = sorted(os.sched_getaffinity(0))
+    if cpus:
+        apply_binding(cpus)
+    try:
+        yield
+    finally:
+        apply_binding(before)
 
 
-def worker(
-    rank: int, world: int, port: int, args: argparse.Namespace, out: str, joined: bool
-) -> None:
-    """One process of a configuration; writes its times to ``out/<rank>`` (``joined``: as a
-    rank of a process group of ``world``, else as an independent process)."""
+def train_alone(flow: fk.Flow, steps: int, batch: int, seed: int) -> float:
+    """Wall time of ``steps`` steps of the single-process trainer (no communication)."""
+    config = TrainConfig(steps=steps, batch_size=batch)
+    generator = torch.Generator().manual_seed(seed)
+    trainer = Trainer(flow, build_coupling(COUPLING), config, generator, seed)
+    return trainer.run(progress=False).wall_time
+
+
+def worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str, bind: bool):
+    """One rank: ``args.rounds`` rounds of the three configurations; writes its wall times
+    (``{config: [seconds per round]}``, None where it sat out) to ``out/<rank>``."""
     torch.set_num_threads(1)
-    if joined and world > 1:
-        os.environ.update(
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-        )
-    with distributed.process_group(backend="gloo"):
-        Path(out, str(rank)).write_text(json.dumps(train_seconds(args)))
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    times: dict[str, list[float | None]] = {name: [] for name in CONFIGS}
+    with distributed.process_group(backend="gloo", bind_cpus=bind):
+        if not bind:  # the independent processes: always one per core (a fixed ceiling)
+            cpus = sorted(os.sched_getaffinity(0))
+            independent_cpus = distributed.cpu_share(cpus, rank, world)
+        else:
+            independent_cpus = distributed.bound_cpus()
+        torch.manual_seed(0)
+        model = fk.models.build({"name": "mlp", "dim": 2, "hidden": args.hidden, "depth": 3})
+        flow = fk.Flow(model, "rectified")
+        fk.train(flow, COUPLING, WARMUP_STEPS, args.batch, seed=0, progress=False)
+        train_alone(flow, WARMUP_STEPS, args.batch, seed=0)
+        for r in range(args.rounds):
+            distributed.barrier()
+            alone = train_alone(flow, args.steps, args.batch, r) if rank == 0 else None
+            times["1 process"].append(alone)
+            distributed.barrier()
+            history = fk.train(flow, COUPLING, args.steps, args.batch, seed=r, progress=False)
+            times["DDP"].append(history.wall_time)
+            distributed.barrier()
+            with confined(independent_cpus):
+                times["independent"].append(train_alone(flow, args.steps, args.batch, r))
+    Path(out, str(rank)).write_text(json.dumps(times))
 
 
-def measure(world: int, args: argparse.Namespace, joined: bool = True) -> tuple[float, float]:
-    """Throughput (pairs/s) of ``world`` processes from wall time and from CPU time (slowest
-    process)."""
+def measure(args: argparse.Namespace, bind: bool) -> dict[str, list[float]]:
+    """Throughput (pairs/s) per configuration and round, from one launch of ``args.world``
+    processes (the slowest process of each configuration)."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(worker, args=(world, free_port(), args, out, joined), nprocs=world, join=True)
-        times = [json.loads(Path(out, str(r)).read_text()) for r in range(world)]
-    wall, cpu = (max(t) for t in zip(*times, strict=True))
-    pairs = args.steps * args.batch * world
-    return pairs / wall, pairs / cpu
+        port = free_port()
+        mp.spawn(worker, args=(args.world, port, args, out, bind), nprocs=args.world, join=True)
+        ranks = [json.loads(Path(out, str(r)).read_text()) for r in range(args.world)]
+    pairs = {"1 process": args.steps * args.batch}
+    pairs["DDP"] = pairs["independent"] = args.steps * args.batch * args.world
+    throughput: dict[str, list[float]] = {}
+    for name in CONFIGS:
+        walls = [
+            max(t for t in per_rank if t is not None)
+            for per_rank in zip(*(rank[name] for rank in ranks), strict=True)
+        ]
+        throughput[name] = [pairs[name] / wall for wall in walls]
+    return throughput
+
+
+def table_rows(label: str, world: int, batch: int, runs: dict[str, list[float]]) -> list[str]:
+    """Markdown rows: median throughput and speed-up (per-round ratios) of each configuration."""
+    one = runs["1 process"]
+    names = {
+        "1 process": "1 process",
+        "DDP": f"{world} processes, DDP{label}",
+        "independent": f"{world} independent processes{label} (no communication: the ceiling)",
+    }
+    rows = []
+    for name in CONFIGS if label == "" else ("DDP",):
+        ratios = [value / base for value, base in zip(runs[name], one, strict=True)]
+        per_step = batch * (1 if name == "1 process" else world)
+        rows.append(
+            f"| {names[name]} | {per_step} | {statistics.median(runs[name]):,.0f} "
+            f"| {statistics.median(ratios):.2f}× | {min(ratios):.2f}–{max(ratios):.2f}× |"
+        )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world", type=int, default=2, help="processes to compare with 1")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per configuration")
     parser.add_argument("--batch", type=int, default=2048, help="pairs per step and process")
     parser.add_argument("--hidden", type=int, default=256, help="MLP width (3 hidden layers)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per configuration")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the configurations")
     args = parser.parse_args()
     load = os.getloadavg()[0]
-    configs = {
-        "1 process": (1, True),
-        f"{args.world} processes, DDP": (args.world, True),
-        f"{args.world} independent processes (no communication: the ceiling)": (args.world, False),
-    }
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
-    for _ in range(args.repeats):
-        for name, (world, joined) in configs.items():
-            runs[name].append(measure(world, args, joined))
-    one_wall = statistics.median(w for w, _ in runs["1 process"])
-    one_cpu = statistics.median(c for _, c in runs["1 process"])
+    default = measure(args, bind=False)
+    bound = measure(args, bind=True)
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
         f"{torch.__version__}, load average before: {load:.2f}; MLP hidden {args.hidden}, "
-        f"{args.batch} pairs/step/process, {args.steps} steps, median of {args.repeats}\n"
+        f"{args.batch} pairs/step/process, {args.steps} steps per configuration, "
+        f"{args.rounds} rounds\n"
     )
     print(
-        "| configuration | pairs per step | pairs/s, wall (runs) | speed-up, wall "
-        "| pairs/s, CPU time (runs) | speed-up, CPU time |"
+        "| configuration | pairs per step | pairs/s (median) | speed-up (median of rounds) "
+        "| speed-up (range) |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, values in runs.items():
-        world = configs[name][0]
-        wall = statistics.median(w for w, _ in values)
-        cpu = statistics.median(c for _, c in values)
-        walls = ", ".join(f"{w:,.0f}" for w, _ in values)
-        cpus = ", ".join(f"{c:,.0f}" for _, c in values)
-        print(
-            f"| {name} | {args.batch * world} | {wall:,.0f} ({walls}) | {wall / one_wall:.2f}× "
-            f"| {cpu:,.0f} ({cpus}) | {cpu / one_cpu:.2f}× |"
-        )
+    print("|---|---|---|---|---|")
+    for row in table_rows("", args.world, args.batch, default):
+        print(row)
+    for row in table_rows(", bind_cpus=True", args.world, args.batch, bound):
+        print(row)
 
 
 if __name__ == "__main__":

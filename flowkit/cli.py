@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         runner.resolve(args.config, args.overrides)  # report a bad experiment once, not per rank
         given = sys.argv[1:] if argv is None else list(argv)
         return distributed.launch_torchrun(args.nproc, distributed.without_option(given, "--nproc"))
-    with distributed.process_group():
+    with distributed.process_group(bind_cpus=args.bind_cpus):
         runner.run(args.config, args.overrides, args.out, args.resume, args.quiet)
     return 0
 
@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run on N local processes: launches torchrun with the same arguments "
         "(DistributedDataParallel training, sharded reflow and evaluation; see docs/scaling.md)",
+    )
+    p.add_argument(
+        "--bind-cpus",
+        action="store_true",
+        help="in a distributed run, bind each process to its own share of this machine's CPUs "
+        "(for CPU training; see docs/scaling.md)",
     )
 
     p = sub.add_parser(

@@ -20,6 +20,7 @@ import flowkit as fk
 from flowkit import distributed
 from flowkit.experiment.errors import ConfigError
 from flowkit.training import TrainConfig, Trainer
+from flowkit.training.distributed import DistributedTrainer
 from flowkit.training.trainer import TrainBatch
 
 WORLD = 2
@@ -100,7 +101,7 @@ def worker(rank: int, port: int, out: str) -> None:
     )
     torch.set_num_threads(1)
     out_dir = Path(out)
-    with distributed.process_group(backend="gloo", timeout=120) as me:
+    with distributed.process_group(backend="gloo", timeout=120, bind_cpus=True) as me:
         flow = make_flow(100 + rank)  # different inits: DDP must broadcast rank 0's
         full = train_run(flow, STEPS, out_dir / "ckpt_full")
         resumed = make_flow(100 + rank)
@@ -117,6 +118,17 @@ def worker(rank: int, port: int, out: str) -> None:
         x0 = torch.randn(N_SAMPLE, 2, generator=torch.Generator().manual_seed(1))
         sol = distributed.sharded_sample(teacher, x0, solver="heun", steps=5)
         paired_full, paired_again = resume_pairs(memory, out_dir / "ckpt_pairs")
+        small_buckets = make_flow(100 + rank)  # many gradient buckets; the loss rides the last
+        trainer = DistributedTrainer(
+            small_buckets,
+            fk.couplings.build(COUPLING),
+            TrainConfig(steps=STEPS, batch_size=BATCH, lr=LR),
+            distributed.rank_generator(SEED, rank),
+            SEED,
+            bucket_cap_mb=0.002,
+        )
+        bucketed = trainer.run(progress=False)
+        buckets = trainer.ddp._get_ddp_logging_data()["num_buckets_reduced"]
         torch.save(
             {
                 "info": (me.rank, me.world_size),
@@ -131,6 +143,12 @@ def worker(rank: int, port: int, out: str) -> None:
                 "sample": (sol.x, sol.nfe),
                 "collectives": collective_outcomes(rank),
                 "paired_losses": (paired_full.losses, paired_again.losses),
+                "bound": distributed.bound_cpus(),
+                "buckets": (buckets, bucketed.losses),
+                "bucketed_weights": small_buckets.state_dict(),
+                "thread_cpus": [
+                    sorted(os.sched_getaffinity(int(tid))) for tid in os.listdir("/proc/self/task")
+                ],
             },
             out_dir / f"rank{rank}.pt",
         )
@@ -184,6 +202,17 @@ def test_ddp_equals_one_process_on_the_concatenated_batch(ranks):
     assert any(not torch.equal(untrained[k], weights[k]) for k in weights)
 
 
+def test_loss_rides_on_the_last_of_many_gradient_buckets(ranks):
+    # The mean loss travels in the last bucket's all-reduce: with tiny buckets (many
+    # all-reduces) the recorded losses and the weights are those of the default single bucket.
+    for r in ranks:
+        count, losses = r["buckets"]
+        assert count > 1
+        assert losses == r["losses"]
+        for key, value in r["weights"].items():
+            assert torch.equal(r["bucketed_weights"][key], value), key
+
+
 def test_distributed_resume_is_exact(ranks):
     # Every rank restores its own generator from the checkpoint: bit-for-bit the full run.
     for r in ranks:
@@ -192,6 +221,18 @@ def test_distributed_resume_is_exact(ranks):
             assert torch.equal(r["resumed_weights"][key], value), key
         full, again = r["paired_losses"]  # each rank's epoch order of the pairs is restored too
         assert again == full and len(full) == STEPS
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < WORLD, reason="needs a CPU per rank")
+def test_gloo_ranks_are_bound_to_disjoint_cpus(ranks):
+    # bind_cpus=True gives each local rank its own slice of the CPUs, every thread of the rank
+    # (gloo's communication threads included) confined to it.
+    allowed = sorted(os.sched_getaffinity(0))
+    bound = [r["bound"] for r in ranks]
+    assert bound == [distributed.cpu_share(allowed, r, WORLD) for r in range(WORLD)]
+    assert not set(bound[0]) & set(bound[1])
+    for r in ranks:
+        assert r["thread_cpus"] and all(cpus == r["bound"] for cpus in r["thread_cpus"])
 
 
 def test_resume_on_stored_pairs_is_exact(tmp_path):

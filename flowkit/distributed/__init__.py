@@ -6,6 +6,7 @@ CONFIG``). Inside, :func:`init_process_group` joins the group (gloo on CPU, nccl
 evaluation stage shard their work by rank, and only rank 0 writes. See ``docs/scaling.md``.
 """
 
+from flowkit.distributed.affinity import bound_cpus, cpu_share
 from flowkit.distributed.collectives import (
     all_gather_objects,
     broadcast_object,
@@ -14,7 +15,7 @@ from flowkit.distributed.collectives import (
     mean_across_ranks,
     rank_zero_only,
 )
-from flowkit.distributed.ddp import FlowLoss, wrap_ddp
+from flowkit.distributed.ddp import FlowLoss, LossReduction, attach_loss_reduction, wrap_ddp
 from flowkit.distributed.launch import launch_torchrun, torchrun_arguments, without_option
 from flowkit.distributed.process_group import (
     BACKENDS,
@@ -44,10 +45,14 @@ __all__ = [
     "BACKENDS",
     "DistInfo",
     "FlowLoss",
+    "LossReduction",
     "all_gather_objects",
+    "attach_loss_reduction",
     "barrier",
+    "bound_cpus",
     "broadcast_object",
     "check_same",
+    "cpu_share",
     "default_backend",
     "from_rank_zero",
     "gather_shards",

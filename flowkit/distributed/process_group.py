@@ -20,6 +20,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from flowkit.distributed.affinity import bind_local_ranks
 from flowkit.registry import did_you_mean
 
 BACKENDS = ("gloo", "nccl", "cpu:gloo,cuda:nccl")
@@ -136,7 +137,9 @@ def is_writer() -> bool:
     return info().is_writer
 
 
-def init_process_group(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> DistInfo:
+def init_process_group(
+    backend: str | None = None, timeout: float = DEFAULT_TIMEOUT, bind_cpus: bool = False
+) -> DistInfo:
     """Join the process group described by torchrun's environment variables.
 
     Does nothing when a group is already initialised or when the variables are absent (a plain
@@ -146,6 +149,9 @@ def init_process_group(backend: str | None = None, timeout: float = DEFAULT_TIME
         backend: ``"gloo"``, ``"nccl"`` or ``"cpu:gloo,cuda:nccl"``; None picks the last when
             CUDA is available, else gloo.
         timeout: seconds a collective may wait for the other ranks before failing.
+        bind_cpus: bind each rank, and every thread it runs, to its own share of its
+            machine's CPUs (:mod:`flowkit.distributed.affinity`; where the machine has a CPU
+            per rank).
 
     Returns:
         This process's :class:`DistInfo`.
@@ -166,6 +172,7 @@ def init_process_group(backend: str | None = None, timeout: float = DEFAULT_TIME
     dist.init_process_group(
         backend, rank=rank_, world_size=world, timeout=timedelta(seconds=timeout)
     )
+    bind_local_ranks(bind_cpus)
     return info()
 
 
@@ -178,7 +185,7 @@ def shutdown() -> None:
 
 @contextmanager
 def process_group(
-    backend: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    backend: str | None = None, timeout: float = DEFAULT_TIMEOUT, bind_cpus: bool = False
 ) -> Iterator[DistInfo]:
     """Context manager: :func:`init_process_group` on entry, :func:`shutdown` on a clean exit.
 
@@ -192,7 +199,7 @@ def process_group(
         0
     """
     owned = not dist.is_initialized() and launched_by_torchrun()
-    current = init_process_group(backend, timeout)
+    current = init_process_group(backend, timeout, bind_cpus)
     try:
         yield current
     except BaseException:

@@ -66,23 +66,29 @@ class DistributedTrainer(Trainer):
         me = distributed.info()
         self.rank, self.world_size = me.rank, me.world_size
         self.ddp = distributed.wrap_ddp(distributed.FlowLoss(flow), **ddp_options)
+        self.loss_reduction = distributed.attach_loss_reduction(self.ddp)
         super().__init__(flow, coupling, config, generator, seed)
         self.is_writer = me.is_writer
 
     def compute_loss(self, batch: TrainBatch) -> Tensor:
-        """The loss through DDP, whose backward all-reduces (averages) the gradients."""
-        return self.ddp(
+        """The loss through DDP, whose backward all-reduces (averages) the gradients and, in
+        the same all-reduce, the loss (:class:`~flowkit.distributed.LossReduction`)."""
+        loss = self.ddp(
             batch.x0, batch.x1, batch.t, weighting=self.config.weighting, cond=batch.cond
         )
+        self.loss_reduction.loss = loss.detach()
+        return loss
 
     def loss_value(self, loss: Tensor) -> float:
         """The mean of the ranks' losses: every rank records (and checks) the same value.
 
-        Called after ``backward``, when the gradient all-reduce has just brought the ranks
-        together, so this small reduction waits for no one (on a CPU whose cores are all busy
-        computing, a reduction that overlapped the computation would wait for the scheduler).
+        Called after ``backward``, whose gradient all-reduce carried the loss; a separate
+        reduction only if no gradient bucket was reduced (a loss that reaches no parameter).
         """
-        return distributed.mean_across_ranks(loss).item()
+        mean = self.loss_reduction.take_mean()
+        if mean is None:
+            mean = distributed.mean_across_ranks(loss)
+        return mean.item()
 
     def all_ranks(self, obj: Any) -> list[Any]:
         """``obj`` of every rank, by rank (an all-gather)."""
