@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torchcfm.conditional_flow_matching as tcfm
@@ -184,40 +186,135 @@ def train_torchcfm(
     return flow
 
 
-def torchcfm_comparison(s: Settings) -> list[Row]:
-    """I-CFM and OT-CFM (torchcfm) vs flowkit's minibatch_ot on torchcfm's data."""
+COMPARE_PROBLEMS: dict[str, tuple[str, Callable[[int], Tensor]]] = {
+    "8gaussians -> moons": ("torchcfm_8gaussians", tcfm_data.sample_8gaussians),
+    "N(0, I) -> moons": ("gaussian", lambda n: torch.randn(n, 2)),
+}
+
+
+def compare_one(s: Settings, problem: str, x0: Tensor, y: Tensor, icfm: bool = True) -> list[Row]:
+    """torchcfm's I-CFM (optional) and OT-CFM, and flowkit's minibatch_ot, on one problem."""
+    source, sample_x0 = COMPARE_PROBLEMS[problem]
     rows = []
-    problems = {
-        "8gaussians -> moons": ("torchcfm_8gaussians", tcfm_data.sample_8gaussians),
-        "N(0, I) -> moons": ("gaussian", lambda n: torch.randn(n, 2)),
-    }
+    matchers = [("torchcfm OT-CFM", tcfm.ExactOptimalTransportConditionalFlowMatcher(sigma=0.0))]
+    if icfm:
+        matchers.insert(0, ("torchcfm I-CFM", tcfm.ConditionalFlowMatcher(sigma=0.0)))
+    for label, matcher in matchers:
+        torch.manual_seed(s.seed)
+        start = time.perf_counter()
+        flow = train_torchcfm(s, matcher, sample_x0, tcfm_data.sample_moons)
+        rows.append(evaluate(f"{label}, {problem}", flow, x0, y, time.perf_counter() - start))
+    torch.manual_seed(s.seed)
+    flow = new_flow(s)
+    coupling = {"name": "minibatch_ot", "source": source, "target": "torchcfm_moons"}
+    history = fk.train(
+        flow,
+        coupling,
+        s.compare_steps,
+        s.compare_batch,
+        lr=s.lr,
+        lr_schedule="cosine",
+        seed=s.seed,
+        progress=False,
+    )
+    rows.append(evaluate(f"flowkit minibatch_ot, {problem}", flow, x0, y, history.wall_time))
+    return rows
+
+
+def compare_eval_sets(s: Settings) -> tuple[Tensor, dict[str, Tensor]]:
+    """The held-out torchcfm moons and, per problem, the evaluation sources (fixed by the
+    benchmark's seed, the same for every training seed)."""
     g = torch.Generator().manual_seed(s.seed + 100)
     y = fk.data.build("torchcfm_moons").sample(s.eval_samples, generator=g)
-    for problem, (source, sample_x0) in problems.items():
-        x0 = fk.data.build(source).sample(s.eval_samples, generator=g)
-        for label, matcher in (
-            ("torchcfm I-CFM", tcfm.ConditionalFlowMatcher(sigma=0.0)),
-            ("torchcfm OT-CFM", tcfm.ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)),
-        ):
-            torch.manual_seed(s.seed)
-            start = time.perf_counter()
-            flow = train_torchcfm(s, matcher, sample_x0, tcfm_data.sample_moons)
-            rows.append(evaluate(f"{label}, {problem}", flow, x0, y, time.perf_counter() - start))
-        torch.manual_seed(s.seed)
-        flow = new_flow(s)
-        coupling = {"name": "minibatch_ot", "source": source, "target": "torchcfm_moons"}
-        history = fk.train(
-            flow,
-            coupling,
-            s.compare_steps,
-            s.compare_batch,
-            lr=s.lr,
-            lr_schedule="cosine",
-            seed=s.seed,
-            progress=False,
+    x0 = {
+        problem: fk.data.build(source).sample(s.eval_samples, generator=g)
+        for problem, (source, _) in COMPARE_PROBLEMS.items()
+    }
+    return y, x0
+
+
+def torchcfm_comparison(s: Settings) -> list[Row]:
+    """I-CFM and OT-CFM (torchcfm) vs flowkit's minibatch_ot on torchcfm's data."""
+    y, x0 = compare_eval_sets(s)
+    return [row for problem in COMPARE_PROBLEMS for row in compare_one(s, problem, x0[problem], y)]
+
+
+def standard_error(values: list[float]) -> float:
+    """Standard error of the mean (nan for fewer than 2 values)."""
+    if len(values) < 2:
+        return float("nan")
+    return statistics.stdev(values) / math.sqrt(len(values))
+
+
+@dataclass
+class SeedComparison:
+    """OT-CFM vs minibatch_ot over training seeds on one problem (W2 after dopri5)."""
+
+    problem: str
+    seeds: list[int]
+    ot_cfm: list[float]
+    ours: list[float]
+
+    @property
+    def difference(self) -> tuple[float, float]:
+        """Mean and standard error of the paired difference ours − OT-CFM."""
+        d = [a - b for a, b in zip(self.ours, self.ot_cfm, strict=True)]
+        return statistics.fmean(d), standard_error(d)
+
+
+def compare_over_seeds(s: Settings, count: int) -> list[SeedComparison]:
+    """OT-CFM and minibatch_ot trained with ``count`` seeds, evaluated on the same sets."""
+    y, x0 = compare_eval_sets(s)
+    results = []
+    for problem in COMPARE_PROBLEMS:
+        result = SeedComparison(problem, [], [], [])
+        for seed in range(s.seed, s.seed + count):
+            ot_cfm, ours = compare_one(replace(s, seed=seed), problem, x0[problem], y, icfm=False)
+            result.seeds.append(seed)
+            result.ot_cfm.append(ot_cfm.w2_dopri5)
+            result.ours.append(ours.w2_dopri5)
+            print(
+                f"  {problem}, seed {seed}: OT-CFM {ot_cfm.w2_dopri5:.4f}, "
+                f"minibatch_ot {ours.w2_dopri5:.4f}",
+                flush=True,
+            )
+        results.append(result)
+    return results
+
+
+def seed_table(results: list[SeedComparison], floor: float) -> str:
+    lines = [
+        f"W2 floor of torchcfm moons (two independent sets of the evaluation size): {floor:.3f}\n",
+        "| problem | seeds | OT-CFM W2 (mean ± s.e.) | minibatch_ot W2 (mean ± s.e.) "
+        "| minibatch_ot − OT-CFM (paired mean ± s.e.) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        diff, diff_se = r.difference
+        lines.append(
+            f"| {r.problem} | {r.seeds[0]}–{r.seeds[-1]} "
+            f"| {statistics.fmean(r.ot_cfm):.4f} ± {standard_error(r.ot_cfm):.4f} "
+            f"| {statistics.fmean(r.ours):.4f} ± {standard_error(r.ours):.4f} "
+            f"| {diff:+.4f} ± {diff_se:.4f} |"
         )
-        rows.append(evaluate(f"flowkit minibatch_ot, {problem}", flow, x0, y, history.wall_time))
-    return rows
+    return "\n".join(lines)
+
+
+def seed_checks(results: list[SeedComparison]) -> list[tuple[str, bool, str]]:
+    """minibatch_ot no worse than OT-CFM: mean W2 over seeds not higher."""
+    checks = []
+    for r in results:
+        diff, se = r.difference
+        checks.append(
+            (
+                f"minibatch_ot mean W2 <= OT-CFM mean W2 ({r.problem}, dopri5, "
+                f"{len(r.seeds)} seeds)",
+                diff <= 0,
+                f"{statistics.fmean(r.ours):.4f} vs {statistics.fmean(r.ot_cfm):.4f} "
+                f"(difference {diff:+.4f} ± {se:.4f})",
+            )
+        )
+    return checks
 
 
 def table(rows: list[Row]) -> str:
@@ -295,11 +392,30 @@ def main() -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
     parser.add_argument("--skip-compare", action="store_true", help="skip the torchcfm runs")
     parser.add_argument("--only-compare", action="store_true", help="only the torchcfm runs")
+    parser.add_argument(
+        "--compare-seeds",
+        type=int,
+        default=0,
+        help="also train OT-CFM and minibatch_ot with this many seeds (from --seed) and compare "
+        "their mean W2 (paired by seed); the target check then uses these means",
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = vars(parser.parse_args())
     skip, only, out = args.pop("skip_compare"), args.pop("only_compare"), args.pop("json")
+    seeds = args.pop("compare_seeds")
     s = Settings(**args)
     torch.set_num_threads(s.threads)
+    if seeds:
+        y, _ = compare_eval_sets(s)
+        g = torch.Generator().manual_seed(s.seed + 200)
+        floor = fk.metrics.w2(y, fk.data.build("torchcfm_moons").sample(len(y), generator=g))
+        results = compare_over_seeds(s, seeds)
+        print(seed_table(results, floor))
+        print_checks(seed_checks(results))
+        if out:
+            with open(out, "w") as f:
+                json.dump({"settings": asdict(s), "seeds": [asdict(r) for r in results]}, f)
+        return
     if only:
         compare = torchcfm_comparison(s)
         print(table(compare))

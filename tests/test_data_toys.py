@@ -136,6 +136,28 @@ def test_torchcfm_moons_matches_torchcfm() -> None:
     assert fk.metrics.energy_test(moons, ref, generator=gen(1)) < 0.01
 
 
+def test_torchcfm_moons_are_torchdyn_grids() -> None:
+    # torchdyn's generate_moons puts the points of a set on a fixed grid of angles; the set's
+    # only randomness is one uniform offset per point (and, here, the row order).
+    static = pytest.importorskip("torchdyn.datasets.static_datasets")
+    from flowkit.data.moons import torchdyn_moon_grid
+
+    for n in (1, 2, 7, 256):
+        ref, _ = static.generate_moons(n, noise=None)
+        assert torch.allclose(torchdyn_moon_grid(n), ref, atol=1e-6)
+    utils = pytest.importorskip("torchcfm.utils")
+    np.random.seed(0)
+    theirs = torch.stack([utils.sample_moons(100).mean(0) for _ in range(300)])
+    ours = torch.stack(
+        [fk.data.build("torchcfm_moons").sample(100, generator=gen(i)).mean(0) for i in range(300)]
+    )
+    # The batch mean varies only through the offsets: std 3·0.2/√12/√100 ≈ 0.017 per axis
+    # (i.i.d. angles would give about 0.26 and 0.15). 300 batches: the std is known to ±10 %.
+    expected = 3 * 0.2 / math.sqrt(12) / math.sqrt(100)
+    assert torch.allclose(theirs.std(0), torch.full((2,), expected), rtol=0.25)
+    assert torch.allclose(ours.std(0), torch.full((2,), expected), rtol=0.25)
+
+
 def test_digits_images_labels_and_range() -> None:
     pytest.importorskip("sklearn")
     from sklearn.datasets import load_digits

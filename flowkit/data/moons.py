@@ -100,18 +100,40 @@ class Moons(Toy2D):
         return f"Moons(noise={self.noise}, scale={self.scale}, stratified={self.stratified})"
 
 
-class TorchCFMMoons(Toy2D):
-    """The distribution of ``torchcfm.utils.sample_moons``: ``3·(m + u·(1, 1)) − 1``.
+def torchdyn_moon_grid(n: int, device: torch.device | None = None) -> Tensor:
+    """The noiseless points of torchdyn's ``generate_moons(n)``, in its order, shape ``(n, 2)``.
 
-    torchcfm calls torchdyn's ``generate_moons(n, noise=0.2)``: the moons of :func:`moon_points`
-    (evenly spaced angles there, i.i.d. uniform here) plus one uniform ``u ~ U[0, 0.2)`` added to
-    both coordinates of a point, then scaled by 3 and shifted by −1.
+    ``n // 2`` points on the upper moon at ``θ = linspace(0, π, n // 2)``, then the other
+    ``n − n // 2`` on the lower moon at ``θ = linspace(0, π, n − n // 2)`` (:func:`moon_points`).
+    """
+    n_out = n // 2
+    theta = torch.cat(
+        [
+            torch.linspace(0.0, math.pi, n_out, device=device),
+            torch.linspace(0.0, math.pi, n - n_out, device=device),
+        ]
+    )
+    return moon_points(theta, torch.arange(n, device=device) < n_out)
+
+
+class TorchCFMMoons(Toy2D):
+    """The sets of ``torchcfm.utils.sample_moons``: ``3·(m + u·(1, 1)) − 1``.
+
+    torchcfm calls torchdyn's ``generate_moons(n, noise=0.2)``, which is not an i.i.d. sample:
+    the noiseless moons of a set of ``n`` are the fixed grid of :func:`torchdyn_moon_grid`
+    (exactly half the points per moon at evenly spaced angles); each point then gets one uniform
+    ``u ~ U[0, 0.2)`` added to both coordinates, and the set is scaled by 3 and shifted by −1.
+    This reproduces that construction (the grid is what makes torchcfm's training batches
+    low-variance, which side-by-side comparisons must share); the only difference is that the
+    rows come in random order (torchdyn returns the upper moon first), so any subset of rows is
+    still a fair sample.
     """
 
     def draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-        points = draw_moons(n, generator, device)
+        grid = torchdyn_moon_grid(n, device)
         u = uniform(n, generator, device, 0.0, 0.2)
-        return 3.0 * (points + u.unsqueeze(-1)) - 1.0
+        order = torch.randperm(n, generator=generator, device=device)
+        return 3.0 * (grid[order] + u.unsqueeze(-1)) - 1.0
 
     def __repr__(self) -> str:
         return "TorchCFMMoons()"
