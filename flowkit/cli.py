@@ -82,8 +82,11 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             )
         runner.resolve(args.config, args.overrides)  # report a bad experiment once, not per rank
         given = sys.argv[1:] if argv is None else list(argv)
-        return distributed.launch_torchrun(args.nproc, distributed.without_option(given, "--nproc"))
-    with distributed.process_group(bind_cpus=args.bind_cpus):
+        ranks = distributed.without_option(given, "--nproc")
+        if args.bind_cpus is None:  # flowkit starts every local rank: give each its own CPUs
+            ranks.append("--bind-cpus")
+        return distributed.launch_torchrun(args.nproc, ranks)
+    with distributed.process_group(bind_cpus=bool(args.bind_cpus)):
         runner.run(args.config, args.overrides, args.out, args.resume, args.quiet)
     return 0
 
@@ -122,9 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bind-cpus",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="in a distributed run, bind each process to its own share of this machine's CPUs "
-        "(for CPU training; see docs/scaling.md)",
+        "(default: on with --nproc, off in a launch by torchrun itself; see docs/scaling.md)",
     )
 
     p = sub.add_parser(

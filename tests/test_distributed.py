@@ -310,6 +310,23 @@ def test_torchrun_command_line():
         distributed.torchrun_arguments(0, args)
 
 
+@pytest.mark.parametrize(
+    ("given", "passed"),
+    [
+        ([], ["--bind-cpus"]),  # flowkit starts every local rank: binding is the default
+        (["--no-bind-cpus"], ["--no-bind-cpus"]),
+        (["--bind-cpus"], ["--bind-cpus"]),
+    ],
+)
+def test_nproc_binds_the_ranks_it_starts_unless_told_not_to(monkeypatch, given, passed):
+    from flowkit import cli
+
+    launched = []
+    monkeypatch.setattr(distributed, "launch_torchrun", lambda n, a: launched.append((n, a)) or 0)
+    assert cli.main(["run", "--nproc", "2", "--set", "seed=1", *given]) == 0
+    assert launched == [(2, ["run", "--set", "seed=1", *passed])]
+
+
 def test_flow_loss_module_is_the_flow_loss():
     flow = make_flow(0)
     x0, x1, t = torch.randn(8, 2), torch.randn(8, 2), torch.rand(8)

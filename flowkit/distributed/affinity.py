@@ -5,14 +5,16 @@ operating system, a rank that blocks in a gradient all-reduce and wakes up again
 to another core, where its caches are cold, and the ranks' communication threads compete with
 the others' computation. Binding rank ``r`` of the ``W`` ranks on a machine to the ``r``-th of
 ``W`` equal, disjoint slices of the CPUs it may use removes both; it is the CPU counterpart of
-torchrun's ``--numa-binding=exclusive`` for GPUs. On the 2-vCPU development VM it made the
-2-process DDP step steadier (fewer slow rounds) but not faster in the median (see
-``docs/benchmarks/ddp_scaling.md``); on machines with several sockets or NUMA nodes it keeps a
-rank's memory local.
+torchrun's ``--numa-binding=exclusive`` for GPUs. On the 2-vCPU development VM it raised the
+2-process DDP speed-up from about 1.55× to about 1.7× (``docs/benchmarks/ddp_scaling.md``); on
+machines with several sockets or NUMA nodes it also keeps a rank's memory local.
 
-Binding is opt-in, as in torchrun (two jobs on one machine that both bound their ranks would
-pile onto the same cores): ``bind_cpus=True`` in :func:`flowkit.distributed.init_process_group`
-or ``flowkit run --bind-cpus``. It happens once, when the process group is joined. Ranks already
+``flowkit run --nproc N`` binds the ranks it starts by default (it starts every local rank, so
+the slices are the job's own; ``--no-bind-cpus`` turns it off), as torch's CPU launcher
+``torch.backends.xeon.run_cpu`` pins its instances. Under a launch by torchrun itself binding is
+opt-in, as in torchrun (two jobs on one machine that both bound their ranks would pile onto the
+same cores): ``bind_cpus=True`` in :func:`flowkit.distributed.init_process_group` or
+``flowkit run --bind-cpus``. It happens once, when the process group is joined. Ranks already
 confined to different CPU sets (by ``numactl``/``taskset`` per rank) are left alone.
 """
 
