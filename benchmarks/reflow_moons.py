@@ -63,6 +63,7 @@ class Settings:
     compare_steps: int = 1000
     compare_batch: int = 256
     eval_samples: int = 2000
+    eval_repeats: int = 5
     seed: int = 0
     threads: int = 1
 
@@ -113,7 +114,9 @@ class Stopwatch:
         self.times[name] = time.perf_counter() - start
 
 
-def rectified_pipeline(s: Settings, x0: Tensor, y: Tensor) -> tuple[list[Row], dict[str, float]]:
+def rectified_pipeline(
+    s: Settings, x0: Tensor, y: Tensor
+) -> tuple[list[Row], dict[str, float], dict[str, fk.Flow]]:
     """1-RF on the independent coupling, 2-RF on its reflow pairs, one-step distillation."""
     coupling = fk.couplings.build({"name": "independent", "source": "gaussian", "target": "moons"})
     averaging = {"ema": s.ema, "final_weights": "raw" if s.ema is None else "ema"}
@@ -161,7 +164,75 @@ def rectified_pipeline(s: Settings, x0: Tensor, y: Tensor) -> tuple[list[Row], d
         evaluate("2-RF", rf2, x0, y, t["reflow (pairs)"] + t["2-RF train"]),
         evaluate("2-RF + distill", student, x0, y, t["distill (pairs + train)"]),
     ]
-    return rows, t
+    return rows, t, {"1-RF": rf1, "2-RF": rf2, "2-RF + distill": student}
+
+
+def w2_profile(flow: fk.Flow, x0: Tensor, y: Tensor) -> dict[str, float]:
+    """W2 after Euler at each NFE and after dopri5 (no straightness)."""
+    w2 = {
+        f"Euler {n}": fk.metrics.w2(fk.sample(flow, x0, solver="euler", steps=n).x, y)
+        for n in EULER_NFE
+    }
+    w2["dopri5"] = fk.metrics.w2(fk.sample(flow, x0, solver="dopri5", **DOPRI).x, y)
+    return w2
+
+
+def low_variance_sets(s: Settings, repeat: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Quasi-random source, stratified reference and a second stratified reference (floor),
+    drawn from evaluation seed ``repeat``."""
+    g = torch.Generator().manual_seed(s.seed + 2000 + repeat)
+    target = fk.data.build({"name": "moons", "stratified": True})
+    y, y_floor = (
+        target.sample(s.eval_samples, generator=g),
+        target.sample(s.eval_samples, generator=g),
+    )
+    x0 = fk.data.build({"name": "gaussian", "quasi_random": True}).sample(
+        s.eval_samples, generator=g
+    )
+    return x0, y, y_floor
+
+
+@dataclass
+class LowVariance:
+    """W2 of every flow (per column) and the floor, over ``eval_repeats`` evaluation seeds."""
+
+    w2: dict[str, dict[str, list[float]]]
+    floor: list[float]
+
+    def mean(self, model: str, column: str) -> tuple[float, float]:
+        """Mean and standard error over the evaluation seeds."""
+        values = self.w2[model][column]
+        return statistics.fmean(values), standard_error(values)
+
+
+def low_variance_eval(flows: dict[str, fk.Flow], s: Settings) -> LowVariance:
+    """W2 of every flow from a quasi-random source against a stratified reference, repeated
+    with ``s.eval_repeats`` independent evaluation sets."""
+    result = LowVariance({name: {} for name in flows}, [])
+    for repeat in range(s.eval_repeats):
+        x0, y, y_floor = low_variance_sets(s, repeat)
+        result.floor.append(fk.metrics.w2(y, y_floor))
+        for name, flow in flows.items():
+            for column, value in w2_profile(flow, x0, y).items():
+                result.w2[name].setdefault(column, []).append(value)
+    return result
+
+
+def low_variance_table(lv: LowVariance) -> str:
+    """Markdown table: mean ± standard error of each W2 over the evaluation seeds."""
+    cols = list(next(iter(lv.w2.values())))
+    lines = [
+        "| model | " + " | ".join(f"W2 {c}" for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name in lv.w2:
+        cells = ["{:.3f} ± {:.3f}".format(*lv.mean(name, c)) for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    floor, floor_se = statistics.fmean(lv.floor), standard_error(lv.floor)
+    lines.append(
+        f"\nW2 floor (two independent stratified reference sets): {floor:.3f} ± {floor_se:.3f}"
+    )
+    return "\n".join(lines)
 
 
 def train_torchcfm(
@@ -334,18 +405,31 @@ def table(rows: list[Row]) -> str:
 
 
 def targets(
-    rows: list[Row], compare: list[Row], pipeline: float, floor: float
+    rows: list[Row],
+    compare: list[Row],
+    pipeline: float,
+    floor: float,
+    lv: LowVariance,
 ) -> list[tuple[str, bool, str]]:
     rf1, rf2, student = rows
     one_step = student.w2_euler[1] / MOONS_SCALE
+    lv_one_step, lv_se = lv.mean("2-RF + distill", "Euler 1")
+    rf1_100, rf1_100_se = lv.mean("1-RF", "Euler 100")
     checks = [
+        (
+            "one-step W2 of 2-RF + distill <= 0.15, low-variance evaluation (quasi-random source, "
+            f"stratified reference; mean of {len(lv.floor)} evaluation seeds)",
+            lv_one_step <= 0.15,
+            f"{lv_one_step:.3f} ± {lv_se:.3f} (floor {statistics.fmean(lv.floor):.3f}; 1-RF at "
+            f"100 steps {rf1_100:.3f} ± {rf1_100_se:.3f})",
+        ),
         (
             "one-step W2 of 2-RF + distill <= 0.15 in make_moons units (W2 / 2)",
             one_step <= 0.15,
             f"{one_step:.3f} (floor {floor / MOONS_SCALE:.3f})",
         ),
         (
-            "one-step W2 of 2-RF + distill <= 0.15 in flowkit units (floor here about 0.17)",
+            "one-step W2 of 2-RF + distill <= 0.15, i.i.d. evaluation sets (floor about 0.17)",
             student.w2_euler[1] <= 0.15,
             f"{student.w2_euler[1]:.3f}",
         ),
@@ -429,7 +513,7 @@ def main() -> None:
     )
     x0 = fk.data.build("gaussian").sample(s.eval_samples, generator=g)
     start = time.perf_counter()
-    rows, times = rectified_pipeline(s, x0, y)
+    rows, times, flows = rectified_pipeline(s, x0, y)
     pipeline = sum(times.values())
     total = time.perf_counter() - start
     print(f"## N(0, I) -> moons (settings: {asdict(s)})\n")
@@ -441,11 +525,18 @@ def main() -> None:
         + ", ".join(f"{k} {v:.1f}" for k, v in times.items())
         + f"; pipeline {pipeline:.1f}, with evaluation {total:.1f}"
     )
+    lv = low_variance_eval(flows, s)
+    print(
+        "\n## Low-variance evaluation: quasi-random N(0, I) source (scrambled Sobol), stratified "
+        f"moons reference, {s.eval_samples} samples each, mean ± s.e. over {s.eval_repeats} "
+        "evaluation seeds\n"
+    )
+    print(low_variance_table(lv))
     compare = [] if skip else torchcfm_comparison(s)
     if compare:
         print("\n## torchcfm side by side (same model, batch, steps, lr, uniform t)\n")
         print(table(compare))
-    checks = targets(rows, compare, pipeline, floor)
+    checks = targets(rows, compare, pipeline, floor, lv)
     print_checks(checks)
     if out:
         with open(out, "w") as f:
@@ -453,6 +544,7 @@ def main() -> None:
                 {
                     "settings": asdict(s),
                     "rows": [asdict(r) for r in rows + compare],
+                    "low_variance": asdict(lv),
                     "times": times,
                     "targets": checks,
                 },

@@ -6,8 +6,9 @@ to another core, where its caches are cold, and the ranks' communication threads
 the others' computation. Binding rank ``r`` of the ``W`` ranks on a machine to the ``r``-th of
 ``W`` equal, disjoint slices of the CPUs it may use removes both; it is the CPU counterpart of
 torchrun's ``--numa-binding=exclusive`` for GPUs. On the 2-vCPU development VM it raised the
-2-process DDP speed-up from about 1.55× to about 1.7× (``docs/benchmarks/ddp_scaling.md``); on
-machines with several sockets or NUMA nodes it also keeps a rank's memory local.
+2-process DDP speed-up from 1.64–1.72× to 1.76–1.80× at 2048 pairs per rank, and changed nothing
+measurable at 8192 (``docs/benchmarks/ddp_scaling.md``); on machines with several sockets or NUMA
+nodes it also keeps a rank's memory local.
 
 ``flowkit run --nproc N`` binds the ranks it starts by default (it starts every local rank, so
 the slices are the job's own; ``--no-bind-cpus`` turns it off), as torch's CPU launcher
