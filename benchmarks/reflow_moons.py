@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import torch
 import torchcfm.conditional_flow_matching as tcfm
 import torchcfm.utils as tcfm_data
@@ -272,6 +273,7 @@ def compare_one(s: Settings, problem: str, x0: Tensor, y: Tensor, icfm: bool = T
         matchers.insert(0, ("torchcfm I-CFM", tcfm.ConditionalFlowMatcher(sigma=0.0)))
     for label, matcher in matchers:
         torch.manual_seed(s.seed)
+        np.random.seed(s.seed)  # torchcfm's OT plan sampler draws its pairs with np.random
         start = time.perf_counter()
         flow = train_torchcfm(s, matcher, sample_x0, tcfm_data.sample_moons)
         rows.append(evaluate(f"{label}, {problem}", flow, x0, y, time.perf_counter() - start))
