@@ -17,6 +17,7 @@ from flowkit.couplings import (
     MinibatchOTCoupling,
     PairedCoupling,
 )
+from flowkit.couplings.assignment import exact_assignment
 
 
 class Normal:
@@ -92,6 +93,23 @@ def test_exact_ot_is_an_optimal_permutation() -> None:
     w = np.full(128, 1 / 128)
     assert cost(ot_batch) == pytest.approx(ot.emd2(w, w, m), rel=1e-6)
     assert cost(ot_batch) < 0.5 * cost(ind_batch)
+
+
+@pytest.mark.parametrize("max_iter", [None, 1])  # 1: the simplex stops early, Hungarian solves
+@pytest.mark.parametrize("kind", ["continuous", "ties"])
+def test_exact_assignment_is_an_optimal_permutation(kind: str, max_iter: int | None) -> None:
+    from scipy.optimize import linear_sum_assignment
+
+    g = gen(3)
+    n = 97
+    cost = torch.rand(n, n, generator=g, dtype=torch.float64)
+    if kind == "ties":  # many equal costs: degenerate vertices
+        cost = torch.randint(0, 4, (n, n), generator=g).double()
+    perm = exact_assignment(cost, max_iter=max_iter)
+    assert sorted(perm.tolist()) == list(range(n))
+    rows, cols = linear_sum_assignment(cost.numpy())
+    optimum = cost.numpy()[rows, cols].sum()
+    assert cost[perm, torch.arange(n)].sum().item() == pytest.approx(optimum, abs=1e-9)
 
 
 def test_sinkhorn_gives_a_permutation_between_exact_and_independent() -> None:
