@@ -125,3 +125,11 @@ def test_report_tables_and_embedded_plots(tmp_path: Path) -> None:
     assert "| t | 0.3 | 2 |" in text
     assert "![samples](plots/evaluate_samples.png)" in text
     assert "loss.png" not in text
+    assert "Evaluation sets" not in text  # the data's own source and target
+    config["stages"][2]["target"] = {"name": "moons", "stratified": True}
+    config["evaluation"] = {"n_samples": 500, "source": None, "target": None}
+    text = build_report(config, run)
+    assert (
+        "Evaluation sets: 500 sources from the data source, 500 reference samples from "
+        '`{"name": "moons", "stratified": true}`.'
+    ) in text

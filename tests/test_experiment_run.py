@@ -13,7 +13,9 @@ import torch
 
 import flowkit as fk
 from flowkit.experiment import ConfigError, evaluate_run, sample_run
-from flowkit.experiment.runner import RunResult
+from flowkit.experiment.context import stage_seed
+from flowkit.experiment.evaluation import evaluation_data
+from flowkit.experiment.runner import RunResult, load_run
 
 PAIR_SOLVER = {"name": "euler", "steps": 4}
 TINY: dict[str, Any] = {
@@ -133,3 +135,23 @@ def test_sample_run_uses_the_saved_flow(tiny_run: RunResult) -> None:
     torch.testing.assert_close(x, expected)
     with pytest.raises(ConfigError, match="--stage"):
         sample_run(tiny_run.run_dir, n=2, stage="nope")
+
+
+def test_evaluation_source_and_target_replace_the_data_sets(tiny_run: RunResult) -> None:
+    ctx = load_run(tiny_run.run_dir)
+    options = {**ctx.config["evaluation"], "n_samples": 50}
+    plain = evaluation_data(ctx, options)
+    source = {"name": "gaussian", "quasi_random": True}
+    target = {"name": "moons", "stratified": True}
+    even = evaluation_data(ctx, {**options, "source": source, "target": target})
+    # The sets are drawn from the evaluation stream in the usual order: the source, a target draw
+    # for the conditions, then the reference targets.
+    g = torch.Generator().manual_seed(stage_seed(ctx.config["seed"], -1))
+    x0 = fk.data.build(source).sample(50, generator=g)
+    fk.data.build(target).sample(50, generator=g)
+    x1 = fk.data.build(target).sample(50, generator=g)
+    torch.testing.assert_close(even["x0"], x0)
+    torch.testing.assert_close(even["x1"], x1)
+    assert not torch.allclose(plain["x0"], even["x0"])
+    only_target = evaluation_data(ctx, {**options, "target": target})
+    torch.testing.assert_close(only_target["x0"], plain["x0"])  # same i.i.d. source draw

@@ -41,6 +41,10 @@ BAD_CASES = [
     ("evaluation.metrics=[w3]", "evaluation.metrics[0]", "Did you mean 'w2'"),
     ("evaluation.n_samples=1", "evaluation.n_samples", "integer >= 2"),
     ("evaluation.flows=[2rf]", "evaluation.flows[0]", "Did you mean '2-rf'"),
+    ("evaluation.source=gausian", "evaluation.source", "Did you mean 'gaussian'"),
+    ("evaluation.source={name: gaussian, dim: 3}", "evaluation.source", "cannot be reshaped"),
+    ("evaluation.target={name: gaussian, dim: 3}", "evaluation.target", "event shape (3,)"),
+    ("stages[3].target={name: gaussian, dim: 3}", "stages[3].target", "event shape (3,)"),
     ("plots.nfe=[]", "plots.nfe", "at least 1"),
     ("stages=[]", "stages", "non-empty list"),
     ("stages=[{type: evaluate}]", "stages[0]", "needs a flow stage"),
@@ -68,6 +72,12 @@ def test_bad_config_reports_key_path(override: str, key: str, phrase: str) -> No
 def test_valid_overrides_pass() -> None:
     config = validate(default_with("coupling={name: minibatch_ot, method: sinkhorn, reg: 0.1}"))
     assert config["coupling"]["method"] == "sinkhorn"
+    source, target = "{name: gaussian, quasi_random: true}", "{name: moons, stratified: true}"
+    config = validate(
+        load_config(None, [f"evaluation.source={source}", f"evaluation.target={target}"])
+    )
+    assert config["evaluation"]["target"] == {"name": "moons", "stratified": True}
+    assert config["evaluation"]["n_samples"] == 2000  # the other evaluation keys keep defaults
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -117,6 +117,36 @@ def train_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: options[k] for k in TRAIN_OPTIONS}
 
 
+def evaluation_distributions(
+    options: Mapping[str, Any], source: Any, target: Any
+) -> tuple[Any, Any]:
+    """The evaluation's ``(source, target)``: its own ``source``/``target`` specs where given,
+    else the data's ``source``/``target``; a given source takes the target's event shape.
+
+    Raises:
+        ValueError: naming ``source`` or ``target`` when the event shapes cannot match the data
+            target's (the flows were trained on that shape).
+    """
+    dists = registry("distributions")
+    shape = tuple(target.event_shape)
+    if options.get("target") is not None:
+        target = dists.build(options["target"])
+        if tuple(target.event_shape) != shape:
+            raise ValueError(
+                f"target has event shape {tuple(target.event_shape)}, the data target {shape}; "
+                "the evaluation target must have the shape the flows were trained on"
+            )
+    if options.get("source") is not None:
+        built = dists.build(options["source"])
+        if math.prod(built.event_shape) != math.prod(shape):
+            raise ValueError(
+                f"source has event shape {tuple(built.event_shape)}, which cannot be reshaped "
+                f"to the data target's {shape}"
+            )
+        source = reshape_to(built, shape)
+    return source, target
+
+
 def evaluation_options(config: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level ``evaluation`` with the evaluate stage's non-null overrides."""
     own = {k: v for k, v in stage.items() if k not in ("type", "name") and v is not None}

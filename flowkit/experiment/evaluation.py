@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 
 import flowkit
 from flowkit import distributed
+from flowkit.couplings import IndependentCoupling
+from flowkit.experiment.components import evaluation_distributions
 from flowkit.experiment.context import Context, stage_seed
 from flowkit.experiment.plots import write_plots
 from flowkit.experiment.spec import registry, split_solver
@@ -97,15 +99,23 @@ def evaluate_flow(
     return rows
 
 
-def evaluation_data(ctx: Context, n: int) -> dict[str, Any]:
-    """Source samples (with conditions) and target samples, the same for every evaluate stage.
+def evaluation_data(ctx: Context, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Source samples (with conditions) and target samples, the same for every evaluate stage
+    with the same ``n_samples``, ``source`` and ``target``.
 
     They depend only on the experiment's seed (stage index -1, a stream no stage trains on), so
-    runs with different stages are evaluated on the same samples.
+    runs with different stages are evaluated on the same samples. Without evaluation-specific
+    ``source``/``target`` the sources are those of the experiment's coupling; with them, an
+    independent coupling of the two draws the sources and their conditions.
     """
+    n = options["n_samples"]
     g = torch.Generator().manual_seed(stage_seed(ctx.config["seed"], -1))
-    x0, cond = ctx.base_coupling.sample_source(n, generator=g)
-    x1 = ctx.target.sample(n, generator=g)
+    coupling, target = ctx.base_coupling, ctx.target
+    if options.get("source") is not None or options.get("target") is not None:
+        source, target = evaluation_distributions(options, ctx.source, ctx.target)
+        coupling = IndependentCoupling(source, target)
+    x0, cond = coupling.sample_source(n, generator=g)
+    x1 = target.sample(n, generator=g)
     return {
         "x0": x0.to(ctx.device),
         "cond": {k: v.to(ctx.device) for k, v in cond.items()},
@@ -117,7 +127,7 @@ def evaluate_flows(
     ctx: Context, flows: Mapping[str, Flow], options: Mapping[str, Any], stage: str
 ) -> list[dict[str, Any]]:
     """Evaluate every flow, record the rows and write the plots."""
-    data = evaluation_data(ctx, options["n_samples"])
+    data = evaluation_data(ctx, options)
     rows = []
     for name, flow in flows.items():
         ctx.log(f"[{stage}] evaluating {name!r}")

@@ -6,6 +6,7 @@ always matches what the run directory holds (``flowkit eval RUN`` rewrites it).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,22 @@ def eval_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return table(header, body)
 
 
+def sets_lines(config: Mapping[str, Any], stage: Mapping[str, Any]) -> list[str]:
+    """A sentence naming the evaluation sets, when an evaluation draws its own source or target
+    (``evaluation.source`` / ``target``, or the stage's own); nothing otherwise."""
+    own = {k: v for k, v in stage.items() if v is not None}
+    options = {**config.get("evaluation", {}), **own}
+    specs = [options.get("source"), options.get("target")]
+    if specs == [None, None]:
+        return []
+    source, target = (
+        default if spec is None else f"`{json.dumps(spec)}`"
+        for spec, default in zip(specs, ("the data source", "the data target"), strict=True)
+    )
+    n = options.get("n_samples")
+    return [f"Evaluation sets: {n} sources from {source}, {n} reference samples from {target}.", ""]
+
+
 def build_report(config: Mapping[str, Any], run: RunDir) -> str:
     """The Markdown text of report.md."""
     records = run.read_metrics()
@@ -67,14 +84,15 @@ def build_report(config: Mapping[str, Any], run: RunDir) -> str:
         "",
     ]
     lines += ["## Stages", "", *stage_lines(config, run), ""]
-    for stage in (s["name"] for s in config["stages"] if s["type"] == "evaluate"):
+    for spec in (s for s in config["stages"] if s["type"] == "evaluate"):
+        stage = spec["name"]
         evals = [r for r in records if r.get("stage") == stage and r.get("kind") == "eval"]
         straight = [
             r for r in records if r.get("stage") == stage and r.get("kind") == "straightness"
         ]
         if not evals and not straight:
             continue
-        lines += [f"## Evaluation `{stage}`", ""]
+        lines += [f"## Evaluation `{stage}`", "", *sets_lines(config, spec)]
         if evals:
             lines += ["Metrics per flow, solver and number of function evaluations (NFE):", ""]
             lines += [*eval_lines(evals), ""]

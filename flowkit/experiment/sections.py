@@ -108,6 +108,19 @@ def evaluation_fields() -> dict[str, Field]:
             doc="Also measure straightness and transport cost along each flow's trajectories.",
             default=True,
         ),
+        "source": Component(
+            doc="Distribution of the evaluation's source samples (null: the data source). "
+            "`{name: gaussian, quasi_random: true}` gives an even (scrambled Sobol) set, which "
+            "with a stratified `target` measures the flow rather than the luck of the draw.",
+            nullable=True,
+            kind="distributions",
+        ),
+        "target": Component(
+            doc="Distribution of the reference target samples (null: the data target), e.g. "
+            "`{name: moons, stratified: true}`; same event shape as the data target.",
+            nullable=True,
+            kind="distributions",
+        ),
         "flows": ListOf(
             doc="Names of the stages whose flows are evaluated (null: every flow).",
             nullable=True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowkit.experiment.components import build_coupling, build_data
+from flowkit.experiment.components import build_coupling, build_data, evaluation_distributions
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.fields import Problems, join_key
 from flowkit.experiment.schema import SCHEMA
@@ -82,7 +82,8 @@ def check_stages(config: Mapping[str, Any], problems: Problems) -> None:
 
 
 def check_couplings(config: Mapping[str, Any], problems: Problems) -> None:
-    """Build the data and every coupling once, so their own value errors carry a key path."""
+    """Build the data, every coupling and every evaluation source/target once, so their own
+    value errors carry a key path."""
     try:
         source, target = build_data(config)
     except (ValueError, TypeError) as err:
@@ -99,6 +100,20 @@ def check_couplings(config: Mapping[str, Any], problems: Problems) -> None:
             build_coupling(spec, source, target)
         except (ValueError, TypeError) as err:
             problems.append((key, str(err)))
+    evaluations = [("evaluation", config["evaluation"])]
+    evaluations += [
+        (join_key("stages", i), stage)
+        for i, stage in enumerate(config["stages"])
+        if stage.get("type") == "evaluate"
+    ]
+    for key, options in evaluations:
+        for name in ("source", "target"):
+            if options.get(name) is None:
+                continue
+            try:
+                evaluation_distributions({name: options[name]}, source, target)
+            except (ValueError, TypeError) as err:
+                problems.append((join_key(key, name), str(err)))
 
 
 def validate(config: Mapping[str, Any], source: str = "") -> dict[str, Any]:
