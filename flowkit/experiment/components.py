@@ -150,4 +150,4 @@ def evaluation_distributions(
 def evaluation_options(config: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level ``evaluation`` with the evaluate stage's non-null overrides."""
     own = {k: v for k, v in stage.items() if k not in ("type", "name") and v is not None}
-    return {**config["evaluation"], **own}
+    return {**config.get("evaluation", {}), **own}

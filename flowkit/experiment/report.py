@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flowkit.experiment.components import evaluation_options
 from flowkit.experiment.rundir import RunDir
 
 FIXED_COLUMNS = ("kind", "stage", "flow", "solver", "steps", "nfe", "seconds")
@@ -60,8 +61,7 @@ def eval_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def sets_lines(config: Mapping[str, Any], stage: Mapping[str, Any]) -> list[str]:
     """A sentence naming the evaluation sets, when an evaluation draws its own source or target
     (``evaluation.source`` / ``target``, or the stage's own); nothing otherwise."""
-    own = {k: v for k, v in stage.items() if v is not None}
-    options = {**config.get("evaluation", {}), **own}
+    options = evaluation_options(config, stage)
     specs = [options.get("source"), options.get("target")]
     if specs == [None, None]:
         return []
