@@ -83,8 +83,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         runner.resolve(args.config, args.overrides)  # report a bad experiment once, not per rank
         given = sys.argv[1:] if argv is None else list(argv)
         ranks = distributed.without_option(given, "--nproc")
-        if args.bind_cpus is None:  # flowkit starts every local rank: give each its own CPUs
-            ranks.append("--bind-cpus")
+        if args.bind_cpus is None and distributed.can_bind_ranks(args.nproc):
+            ranks.append("--bind-cpus")  # flowkit starts every local rank: each its own CPUs
         return distributed.launch_torchrun(args.nproc, ranks)
     with distributed.process_group(bind_cpus=bool(args.bind_cpus)):
         runner.run(args.config, args.overrides, args.out, args.resume, args.quiet)
@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="in a distributed run, bind each process to its own share of this machine's CPUs "
-        "(default: on with --nproc, off in a launch by torchrun itself; see docs/scaling.md)",
+        "(default: on with --nproc where there is a CPU per rank, off in a launch by torchrun "
+        "itself; see docs/scaling.md)",
     )
 
     p = sub.add_parser(

@@ -323,8 +323,20 @@ def test_nproc_binds_the_ranks_it_starts_unless_told_not_to(monkeypatch, given, 
 
     launched = []
     monkeypatch.setattr(distributed, "launch_torchrun", lambda n, a: launched.append((n, a)) or 0)
+    monkeypatch.setattr(distributed, "can_bind_ranks", lambda n: True)
     assert cli.main(["run", "--nproc", "2", "--set", "seed=1", *given]) == 0
     assert launched == [(2, ["run", "--set", "seed=1", *passed])]
+
+
+def test_nproc_does_not_bind_by_default_without_a_cpu_per_rank(monkeypatch):
+    from flowkit import cli
+
+    launched = []
+    monkeypatch.setattr(distributed, "launch_torchrun", lambda n, a: launched.append(a) or 0)
+    monkeypatch.setattr(distributed, "can_bind_ranks", lambda n: False)
+    assert cli.main(["run", "--nproc", "2"]) == 0
+    assert launched == [["run"]]  # no --bind-cpus, so no warning about too few CPUs
+    assert distributed.can_bind_ranks(10**6) is False  # more ranks than any machine's CPUs
 
 
 def test_flow_loss_module_is_the_flow_loss():

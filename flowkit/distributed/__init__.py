@@ -6,7 +6,7 @@ CONFIG``). Inside, :func:`init_process_group` joins the group (gloo on CPU, nccl
 evaluation stage shard their work by rank, and only rank 0 writes. See ``docs/scaling.md``.
 """
 
-from flowkit.distributed.affinity import bound_cpus, cpu_share
+from flowkit.distributed.affinity import bound_cpus, can_bind_ranks, cpu_share
 from flowkit.distributed.collectives import (
     all_gather_objects,
     broadcast_object,
@@ -51,6 +51,7 @@ __all__ = [
     "barrier",
     "bound_cpus",
     "broadcast_object",
+    "can_bind_ranks",
     "check_same",
     "cpu_share",
     "default_backend",

@@ -10,13 +10,14 @@ torchrun's ``--numa-binding=exclusive`` for GPUs. On the 2-vCPU development VM i
 measurable at 8192 (``docs/benchmarks/ddp_scaling.md``); on machines with several sockets or NUMA
 nodes it also keeps a rank's memory local.
 
-``flowkit run --nproc N`` binds the ranks it starts by default (it starts every local rank, so
-the slices are the job's own; ``--no-bind-cpus`` turns it off), as torch's CPU launcher
-``torch.backends.xeon.run_cpu`` pins its instances. Under a launch by torchrun itself binding is
-opt-in, as in torchrun (two jobs on one machine that both bound their ranks would pile onto the
-same cores): ``bind_cpus=True`` in :func:`flowkit.distributed.init_process_group` or
-``flowkit run --bind-cpus``. It happens once, when the process group is joined. Ranks already
-confined to different CPU sets (by ``numactl``/``taskset`` per rank) are left alone.
+``flowkit run --nproc N`` binds the ranks it starts by default where there is a CPU per rank
+(it starts every local rank, so the slices are the job's own; ``--no-bind-cpus`` turns it
+off), as torch's CPU launcher ``torch.backends.xeon.run_cpu`` pins its instances. Under a
+launch by torchrun itself binding is opt-in, as in torchrun (two jobs on one machine that both
+bound their ranks would pile onto the same cores): ``bind_cpus=True`` in
+:func:`flowkit.distributed.init_process_group` or ``flowkit run --bind-cpus``. It happens
+once, when the process group is joined. Ranks already confined to different CPU sets (by
+``numactl``/``taskset`` per rank) are left alone.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ def plan_binding(placements: Sequence[Placement], rank: int) -> list[int] | None
 def can_bind() -> bool:
     """Whether this platform lets a process choose its CPUs (Linux: ``sched_setaffinity``)."""
     return hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
+
+
+def can_bind_ranks(local_ranks: int) -> bool:
+    """Whether ``local_ranks`` ranks started here could each get CPUs of their own: the platform
+    can bind, and this process may use at least one CPU per rank."""
+    return can_bind() and len(os.sched_getaffinity(0)) >= local_ranks
 
 
 def process_threads() -> list[int]:
