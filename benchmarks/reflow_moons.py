@@ -93,13 +93,23 @@ def new_flow(s: Settings) -> fk.Flow:
     return fk.Flow(fk.models.build(spec), "rectified")
 
 
+def w2_profile(flow: fk.Flow, x0: Tensor, y: Tensor) -> tuple[dict[str, float], int]:
+    """W2 after Euler at each NFE (``"Euler n"``) and after dopri5 (``"dopri5"``), and
+    dopri5's NFE."""
+    w2 = {
+        f"Euler {n}": fk.metrics.w2(fk.sample(flow, x0, solver="euler", steps=n).x, y)
+        for n in EULER_NFE
+    }
+    sol = fk.sample(flow, x0, solver="dopri5", **DOPRI)
+    w2["dopri5"] = fk.metrics.w2(sol.x, y)
+    return w2, int(sol.nfe)
+
+
 def evaluate(name: str, flow: fk.Flow, x0: Tensor, y: Tensor, wall: float) -> Row:
     """W2 after Euler at each NFE and after dopri5, dopri5's NFE and the straightness."""
-    w2 = {n: fk.metrics.w2(fk.sample(flow, x0, solver="euler", steps=n).x, y) for n in EULER_NFE}
-    sol = fk.sample(flow, x0, solver="dopri5", **DOPRI)
-    return Row(
-        name, w2, fk.metrics.w2(sol.x, y), int(sol.nfe), fk.metrics.straightness(flow, x0), wall
-    )
+    w2, nfe = w2_profile(flow, x0, y)
+    euler = {n: w2[f"Euler {n}"] for n in EULER_NFE}
+    return Row(name, euler, w2["dopri5"], nfe, fk.metrics.straightness(flow, x0), wall)
 
 
 @dataclass
@@ -168,16 +178,6 @@ def rectified_pipeline(
     return rows, t, {"1-RF": rf1, "2-RF": rf2, "2-RF + distill": student}
 
 
-def w2_profile(flow: fk.Flow, x0: Tensor, y: Tensor) -> dict[str, float]:
-    """W2 after Euler at each NFE and after dopri5 (no straightness)."""
-    w2 = {
-        f"Euler {n}": fk.metrics.w2(fk.sample(flow, x0, solver="euler", steps=n).x, y)
-        for n in EULER_NFE
-    }
-    w2["dopri5"] = fk.metrics.w2(fk.sample(flow, x0, solver="dopri5", **DOPRI).x, y)
-    return w2
-
-
 def low_variance_sets(s: Settings, repeat: int) -> tuple[Tensor, Tensor, Tensor]:
     """Quasi-random source, stratified reference and a second stratified reference (floor),
     drawn from evaluation seed ``repeat``."""
@@ -214,7 +214,7 @@ def low_variance_eval(flows: dict[str, fk.Flow], s: Settings) -> LowVariance:
         x0, y, y_floor = low_variance_sets(s, repeat)
         result.floor.append(fk.metrics.w2(y, y_floor))
         for name, flow in flows.items():
-            for column, value in w2_profile(flow, x0, y).items():
+            for column, value in w2_profile(flow, x0, y)[0].items():
                 result.w2[name].setdefault(column, []).append(value)
     return result
 
