@@ -97,7 +97,7 @@ def test_ema_rejects_other_modules_and_bad_decay():
     ema = EMA(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="does not match the EMA shadow"):
         ema.update(torch.nn.Linear(3, 2))
-    with pytest.raises(ValueError, match=r"ema decay must be a number in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"decay must be a number in \[0, 1\)"):
         EMA(torch.nn.Linear(2, 2), decay=-0.1)
 
 

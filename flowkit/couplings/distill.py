@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -120,6 +121,7 @@ def distill(
     batch_size: int = 512,
     progress: bool = True,
     solver_options: dict[str, Any] | None = None,
+    return_history: bool = False,
     **train_options: Any,
 ) -> Any:
     """Train a student flow for ``steps_k``-step generation on a teacher's pairs.
@@ -140,10 +142,12 @@ def distill(
         steps, batch_size: training steps and batch size.
         progress: progress bars for the solve and the training.
         solver_options: teacher solver options (e.g. ``{"rtol": 1e-5, "atol": 1e-5}``).
+        return_history: also return the training :class:`~flowkit.training.History`.
         **train_options: passed to :func:`flowkit.train` (``lr``, ``ema``, ``seed``, ...).
 
     Returns:
-        The trained student flow.
+        The trained student flow; with ``return_history=True`` a :class:`Distilled` holding
+        the student and its training history.
     """
     if isinstance(teacher, PairedCoupling | str | os.PathLike):
         pairs = teacher
@@ -175,5 +179,20 @@ def distill(
     if not isinstance(student, torch.nn.Module) or not hasattr(student, "path"):
         raise TypeError(f"student must be a flowkit Flow, got {type(student).__name__}")
     distillation = DistillationCoupling(pairs, student.path, steps_k)
-    flowkit.train(student, distillation, steps, batch_size, progress=progress, **train_options)
-    return student
+    history = flowkit.train(
+        student, distillation, steps, batch_size, progress=progress, **train_options
+    )
+    return Distilled(student, history) if return_history else student
+
+
+@dataclass
+class Distilled:
+    """What :func:`distill` returns with ``return_history=True``.
+
+    Attributes:
+        student: the trained student flow.
+        history: its training history (losses, wall time, EMA).
+    """
+
+    student: Any
+    history: Any

@@ -11,7 +11,7 @@ from flowkit.solvers.grid import grid_from_sigmas, make_grid
 from flowkit.solvers.guidance import CFGuidance
 from flowkit.solvers.likelihood import LogLikelihood, log_likelihood
 from flowkit.solvers.mask import TokenMask
-from flowkit.solvers.sampling import sample
+from flowkit.solvers.sampling import SamplePlan, plan, sample
 from flowkit.solvers.scheduler import FlowScheduler
 
 build = SOLVERS.build
@@ -21,6 +21,7 @@ __all__ = [
     "CFGuidance",
     "FlowScheduler",
     "LogLikelihood",
+    "SamplePlan",
     "Solution",
     "Solver",
     "TokenMask",
@@ -32,6 +33,7 @@ __all__ = [
     "log_likelihood",
     "make_grid",
     "names",
+    "plan",
     "sample",
     "stochastic",
 ]

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from flowkit.checks import POSITIVE_INT, POSITIVE_REAL
 from flowkit.registry import SOLVERS
 from flowkit.solvers.base import Context, Field, Solution, Solver
 
@@ -70,16 +71,11 @@ class Adaptive(Solver):
         max_num_steps: int = 100_000,
         first_step: float | None = None,
     ) -> None:
-        for arg, val in (("rtol", rtol), ("atol", atol)):
-            if not float(val) > 0:
-                raise ValueError(f"{arg} must be > 0; got {val!r}")
-        if not isinstance(max_num_steps, int) or max_num_steps < 1:
-            raise ValueError(f"max_num_steps must be a positive integer; got {max_num_steps!r}")
-        self.rtol = float(rtol)
-        self.atol = float(atol)
-        self.options: dict = {"max_num_steps": max_num_steps}
+        self.rtol = POSITIVE_REAL(rtol, "rtol")
+        self.atol = POSITIVE_REAL(atol, "atol")
+        self.options: dict = {"max_num_steps": POSITIVE_INT(max_num_steps, "max_num_steps")}
         if first_step is not None:
-            self.options["first_step"] = float(first_step)
+            self.options["first_step"] = POSITIVE_REAL(first_step, "first_step")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rtol={self.rtol}, atol={self.atol})"

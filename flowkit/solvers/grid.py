@@ -25,7 +25,10 @@ import torch
 from torch import Tensor
 
 from flowkit._tensor import check_unit_interval
+from flowkit.checks import POSITIVE_INT, POSITIVE_REAL, Nullable, OptionError, Real
 from flowkit.paths.shift import exponential_shift, shift_time, sigma_to_t
+
+UNIT = Real(minimum=0, maximum=1)
 
 
 def _given(**kwargs: object) -> list[str]:
@@ -34,30 +37,43 @@ def _given(**kwargs: object) -> list[str]:
 
 def check_grid(grid: Sequence[float] | Tensor, name: str = "grid") -> Tensor:
     """Validate a user grid: 1-D, at least 2 points, finite, in [0, 1], strictly monotone."""
-    g = torch.as_tensor(grid, dtype=torch.float64).detach().to(device="cpu")
+    try:
+        g = torch.as_tensor(grid, dtype=torch.float64).detach().to(device="cpu")
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise OptionError(name, f"must be a sequence of times in [0, 1]; {err}") from None
     if g.ndim != 1 or g.numel() < 2:
-        raise ValueError(
-            f"{name} must be a 1-D sequence of at least 2 times; got shape {tuple(g.shape)}"
+        raise OptionError(
+            name, f"must be a 1-D sequence of at least 2 times; got shape {tuple(g.shape)}"
         )
-    check_unit_interval(g, name)
+    try:
+        check_unit_interval(g, name)
+    except ValueError as err:
+        raise OptionError(name, str(err).removeprefix(f"{name} ")) from None
     d = g.diff()
     if not ((d > 0).all() or (d < 0).all()):
-        raise ValueError(
-            f"{name} must be strictly monotone (increasing to sample, decreasing to integrate "
+        raise OptionError(
+            name,
+            f"must be strictly monotone (increasing to sample, decreasing to integrate "
             f"backwards); got {g.tolist()[:8]}"
         )
     return g
 
 
 def _span(t_start: float | None, t_end: float | None) -> tuple[float, float]:
-    t0 = 0.0 if t_start is None else float(t_start)
-    t1 = 1.0 if t_end is None else float(t_end)
-    for name, v in (("t_start", t0), ("t_end", t1)):
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1]; got {v}")
+    t0 = 0.0 if t_start is None else UNIT(t_start, "t_start")
+    t1 = 1.0 if t_end is None else UNIT(t_end, "t_end")
     if t0 == t1:
-        raise ValueError(f"t_start and t_end must differ; both are {t0}")
+        raise OptionError("t_end", f"must differ from t_start; both are {t0}")
     return t0, t1
+
+
+def _shift(shift: float | None, mu: float | None) -> tuple[float | None, float | None]:
+    """Check the time shift: ``shift > 0`` (SD3) or a finite ``mu`` (Flux), at most one."""
+    if shift is not None and mu is not None:
+        raise OptionError(
+            "mu", f"pass at most one of shift= and mu=; got shift={shift!r} and mu={mu!r}"
+        )
+    return Nullable(POSITIVE_REAL)(shift, "shift"), Nullable(Real())(mu, "mu")
 
 
 def make_grid(
@@ -85,34 +101,32 @@ def make_grid(
     """
     given = _given(steps=steps, step_size=step_size, grid=None if grid is None else "[...]")
     if len(given) != 1:
-        raise ValueError(
-            "a fixed-step solver needs exactly one of steps=, step_size= or grid=; "
-            + (f"got {' and '.join(given)}" if given else "got none of them")
+        raise OptionError(
+            "steps",
+            "is required: a fixed-step solver needs exactly one of steps=, step_size= or grid=; "
+            + (f"got {' and '.join(given)}" if given else "got none of them"),
         )
-    if shift is not None and mu is not None:
-        raise ValueError(f"pass at most one of shift= and mu=; got shift={shift!r} and mu={mu!r}")
+    shift, mu = _shift(shift, mu)
     if grid is not None:
         if shift is not None or mu is not None:
-            raise ValueError(
-                "shift=/mu= apply to generated grids (steps= or step_size=), not to an explicit "
-                "grid=; shift the grid yourself, e.g. with flowkit.paths.shift_time"
+            raise OptionError(
+                "shift" if shift is not None else "mu",
+                "applies to generated grids (steps= or step_size=), not to an explicit grid=; "
+                "shift the grid yourself, e.g. with flowkit.paths.shift_time",
             )
         g = check_grid(grid)
         for name, v, end in (("t_start", t_start, g[0]), ("t_end", t_end, g[-1])):
             if v is not None and float(v) != float(end):
-                raise ValueError(
-                    f"{name}={v} conflicts with grid, which runs from {g[0]} to {g[-1]}"
+                raise OptionError(
+                    name, f"must equal the grid's end; {name}={v} conflicts with grid, which "
+                    f"runs from {g[0]} to {g[-1]}"
                 )
         return g
     t0, t1 = _span(t_start, t_end)
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer; got {steps!r}")
-        g = torch.linspace(t0, t1, steps + 1, dtype=torch.float64)
+        g = torch.linspace(t0, t1, POSITIVE_INT(steps, "steps") + 1, dtype=torch.float64)
     else:
-        h = float(step_size)
-        if not (h > 0 and math.isfinite(h)):
-            raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}")
+        h = POSITIVE_REAL(step_size, "step_size")
         n = max(1, math.ceil(abs(t1 - t0) / h - 1e-9))
         g = t0 + math.copysign(h, t1 - t0) * torch.arange(n + 1, dtype=torch.float64)
         g[-1] = t1
@@ -137,9 +151,11 @@ def time_span(
     """
     given = _given(**grid_args, shift=shift, mu=mu)
     if given:
-        raise ValueError(
-            f"adaptive solvers choose their own steps and take only t_start/t_end (and rtol, "
-            f"atol); got {', '.join(given)}. Use a fixed-step solver for an explicit grid"
+        raise OptionError(
+            given[0].split("=")[0],
+            f"is not taken here: adaptive solvers choose their own steps and take only "
+            f"t_start/t_end (and rtol, atol); got {', '.join(given)}. Use a fixed-step solver "
+            "for an explicit grid",
         )
     return torch.tensor(_span(t_start, t_end), dtype=torch.float64)
 

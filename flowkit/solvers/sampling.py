@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +41,55 @@ def build_solver(solver: str | Mapping | Solver, options: Mapping[str, Any]) -> 
     if not isinstance(built, Solver):
         raise TypeError(f"solver {solver!r} did not build a flowkit Solver: {built!r}")
     return built
+
+
+@dataclass
+class SamplePlan:
+    """A solver and the times it will step through (what :func:`plan` returns)."""
+
+    solver: Solver
+    times: Tensor
+
+
+#: Keywords of :func:`sample` that only Python can give; every other keyword (those of
+#: :func:`plan`, and the solver's options) may come from a YAML solver spec.
+RUNTIME_ARGUMENTS = (
+    "field",
+    "x0",
+    "solver",
+    "return_trajectory",
+    "progress",
+    "generator",
+    "cond",
+    "conditioning_mask",
+    "grad",
+)
+
+
+def plan(
+    solver: str | Mapping | Solver = "euler",
+    steps: int | None = None,
+    step_size: float | None = None,
+    grid: Sequence[float] | Tensor | None = None,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    shift: float | None = None,
+    mu: float | None = None,
+    **solver_options: Any,
+) -> SamplePlan:
+    """Build the solver and its time grid (or span) exactly as :func:`sample` does, without
+    integrating: a cheap check of sampling arguments (``flowkit validate`` uses it).
+
+    Raises:
+        OptionError: naming the bad argument (``steps``, ``shift``, ``rtol``, ...).
+        RegistryError: for an unknown solver or solver option.
+    """
+    s = build_solver(solver, solver_options)
+    if s.adaptive:
+        times = time_span(t_start, t_end, shift, mu, steps=steps, step_size=step_size, grid=grid)
+    else:
+        times = make_grid(steps, step_size, grid, t_start, t_end, shift, mu)
+    return SamplePlan(s, times)
 
 
 def sample(
@@ -96,13 +146,10 @@ def sample(
         >>> sol.nfe
         20
     """
-    s = build_solver(solver, solver_options)
+    planned = plan(solver, steps, step_size, grid, t_start, t_end, shift, mu, **solver_options)
+    s, times = planned.solver, planned.times
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
         raise TypeError(f"x0 must be a floating-point tensor of shape (B, ...); got {x0!r:.80}")
-    if s.adaptive:
-        times = time_span(t_start, t_end, shift, mu, steps=steps, step_size=step_size, grid=grid)
-    else:
-        times = make_grid(steps, step_size, grid, t_start, t_end, shift, mu)
     f = as_field(field, cond)
     ctx = Context(source=field, generator=generator, record=return_trajectory, progress=progress)
     if conditioning_mask is not None:

@@ -1,8 +1,11 @@
-"""``TrainConfig``: the validated options of :func:`flowkit.train`."""
+"""``TrainConfig``: the options of :func:`flowkit.train`, each declared once with its check.
+
+The YAML ``training`` section of an experiment is read from the same fields (those declared
+with ``yaml=True``), so a value the experiment accepts is one ``fk.train`` accepts.
+"""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,96 +13,107 @@ from typing import Any
 
 from torch import Tensor
 
-from flowkit.registry import TIME_SAMPLERS, did_you_mean
-from flowkit.training.ema import check_decay
-from flowkit.training.lr_schedules import check_lr_schedule, check_warmup
-from flowkit.training.optimizers import OptimizerSpec, split_optimizer_spec
+from flowkit.checks import (
+    POSITIVE_INT,
+    POSITIVE_REAL,
+    Nullable,
+    OneOf,
+    OptionError,
+    OptionTypeError,
+)
+from flowkit.options import check_options, option
+from flowkit.registry import TIME_SAMPLERS
+from flowkit.training.ema import DECAY
+from flowkit.training.lr_schedules import SCHEDULE_NAMES, check_warmup
+from flowkit.training.optimizers import OptimizerSpec, check_optimizer
 
 Weighting = str | Callable[[Tensor], Tensor] | None
 FINAL_WEIGHTS = ("raw", "ema")
 
 
-def check_positive_int(value: Any, name: str) -> int:
-    """Return ``value`` if it is a positive integer, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_positive_float(value: Any, name: str) -> float:
-    """Return ``value`` as a float if it is a finite positive number, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return float(value)
-
-
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
-    if value not in choices:
-        raise ValueError(
-            f"{name} must be one of {', '.join(choices)}; got {value!r}."
-            + did_you_mean(str(value), list(choices))
-        )
-    return value
-
-
-def build_time_sampler(spec: Any) -> Any:
+def build_time_sampler(spec: Any, name: str = "time_sampler") -> Any:
     """Build a time sampler from a name, ``{name: ..., **kwargs}`` or an instance."""
-    sampler = TIME_SAMPLERS.build(spec)
-    if not callable(getattr(sampler, "sample", None)):
-        raise TypeError(
-            f"time_sampler must be a registered name ({', '.join(TIME_SAMPLERS.names())}), "
-            f"a {{name: ..., **options}} mapping or an object with sample(n, generator); "
-            f"got {type(sampler).__name__}"
+    if not isinstance(spec, str | Mapping) and not callable(getattr(spec, "sample", None)):
+        raise OptionTypeError(
+            name,
+            f"must be a registered name ({', '.join(TIME_SAMPLERS.names())}), a "
+            f"{{name: ..., **options}} mapping or an object with sample(n, generator); "
+            f"got {type(spec).__name__}",
         )
-    return sampler
+    return TIME_SAMPLERS.build(spec)
+
+
+def check_weighting(value: Any, name: str = "weighting") -> Weighting:
+    """``None``, ``"velocity"`` or a callable ``w(t)``."""
+    if value is None or value == "velocity" or callable(value):
+        return value
+    raise OptionError(name, f"must be None, 'velocity' or a callable w(t); got {value!r}")
 
 
 @dataclass
 class TrainConfig:
-    """Options of one training run, validated on construction (see :func:`flowkit.train`).
+    """Options of one training run, checked on construction (see :func:`flowkit.train`).
 
     Every field has the meaning of the :func:`flowkit.train` argument of the same name;
     ``time_sampler`` may be given as a spec and is stored built.
     """
 
-    steps: int
-    batch_size: int
-    optimizer: OptimizerSpec = "adam"
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    warmup: int = 0
-    grad_clip: float | None = None
-    ema: float | None = None
-    time_sampler: Any = "uniform"
-    weighting: Weighting = None
-    checkpoint_every: int | None = None
-    checkpoint_dir: str | os.PathLike | None = None
-    final_weights: str = "raw"
+    steps: int = option("Optimisation steps.", POSITIVE_INT)
+    batch_size: int = option("Pairs per step.", POSITIVE_INT)
+    optimizer: OptimizerSpec = option(
+        "Optimizer: `adam`, `adamw`, `sgd` or `{name: ..., **options}` (e.g. weight_decay).",
+        check_optimizer,
+        "adam",
+    )
+    lr: float = option("Learning rate.", POSITIVE_REAL, 1e-3)
+    lr_schedule: str = option("Learning-rate schedule.", SCHEDULE_NAMES, "constant")
+    warmup: int = option("Linear warm-up steps.", lambda v, n: check_warmup(v), 0)
+    grad_clip: float | None = option(
+        "Clip the gradient norm to this value (null: no clipping).", Nullable(POSITIVE_REAL), None
+    )
+    ema: float | None = option(
+        "Decay of an exponential moving average of the weights, used for evaluation "
+        "(null: none).",
+        Nullable(DECAY),
+        None,
+    )
+    time_sampler: Any = option(
+        "Training-time distribution (`flowkit list time_samplers`).",
+        build_time_sampler,
+        "uniform",
+        kind="time_samplers",
+    )
+    weighting: Weighting = option(
+        "Loss weighting: null (plain loss in the model's parameterisation) or `velocity` "
+        "(the weight that makes any parameterisation's loss equal the velocity MSE).",
+        check_weighting,
+        None,
+    )
+    checkpoint_every: int | None = option(
+        "Write a resumable checkpoint every this many steps.", Nullable(POSITIVE_INT), None
+    )
+    log_every: int = option(
+        "Show (and, in an experiment, record in metrics.jsonl) the mean loss every this many "
+        "steps.",
+        POSITIVE_INT,
+        10,
+    )
+    checkpoint_dir: str | os.PathLike | None = option(
+        "Where checkpoints go.", None, None, yaml=False
+    )
+    final_weights: str = option(
+        "Weights left in the flow: `raw` or `ema`.", OneOf(FINAL_WEIGHTS), "raw", yaml=False
+    )
 
     def __post_init__(self) -> None:
-        check_positive_int(self.steps, "steps")
-        check_positive_int(self.batch_size, "batch_size")
-        split_optimizer_spec(self.optimizer)
-        self.lr = check_positive_float(self.lr, "lr")
-        check_lr_schedule(self.lr_schedule)
-        check_warmup(self.warmup)
-        if self.grad_clip is not None:
-            self.grad_clip = check_positive_float(self.grad_clip, "grad_clip")
-        if self.ema is not None:
-            self.ema = check_decay(self.ema)
-        self.time_sampler = build_time_sampler(self.time_sampler)
-        if not (self.weighting is None or self.weighting == "velocity" or callable(self.weighting)):
-            raise ValueError(
-                f"weighting must be None, 'velocity' or a callable w(t); got {self.weighting!r}"
-            )
-        if self.checkpoint_every is not None:
-            check_positive_int(self.checkpoint_every, "checkpoint_every")
-            if self.checkpoint_dir is None:
-                raise ValueError("checkpoint_every needs checkpoint_dir (where to write them)")
-        check_choice(self.final_weights, "final_weights", FINAL_WEIGHTS)
+        check_options(self)
         if self.final_weights == "ema" and self.ema is None:
-            raise ValueError("final_weights='ema' needs ema=<decay>")
+            raise OptionError("final_weights", "is 'ema', which needs ema=<decay>")
+
+    def check_checkpointing(self) -> None:
+        """``checkpoint_every`` needs ``checkpoint_dir`` (checked when training starts)."""
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            raise OptionError("checkpoint_every", "needs checkpoint_dir (where to write them)")
 
     def fingerprint(self) -> dict[str, Any]:
         """JSON-compatible summary stored in checkpoints and compared on resume.

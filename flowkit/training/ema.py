@@ -8,12 +8,10 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from flowkit.checks import Real
 
-def check_decay(decay: float) -> float:
-    """Return ``decay`` as a float if it lies in [0, 1), else raise ``ValueError``."""
-    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 <= decay < 1:
-        raise ValueError(f"ema decay must be a number in [0, 1), got {decay!r}")
-    return float(decay)
+#: An EMA decay: ``β ∈ [0, 1)`` (``β = 1`` would never move the average).
+DECAY = Real(minimum=0, maximum=1, exclusive_maximum=True)
 
 
 class EMA:
@@ -38,7 +36,7 @@ class EMA:
     """
 
     def __init__(self, module: nn.Module, decay: float = 0.999) -> None:
-        self.decay = check_decay(decay)
+        self.decay = DECAY(decay, "decay")
         self.num_updates = 0
         self.averaged = {
             name

@@ -18,7 +18,7 @@ from functools import partial
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from flowkit.registry import did_you_mean
+from flowkit.checks import NON_NEGATIVE_INT, OneOf
 
 
 def constant(progress: float) -> float:
@@ -32,23 +32,17 @@ def cosine(progress: float) -> float:
 
 
 LR_SCHEDULES: dict[str, Callable[[float], float]] = {"constant": constant, "cosine": cosine}
+SCHEDULE_NAMES = OneOf(tuple(LR_SCHEDULES))
 
 
 def check_lr_schedule(name: str) -> str:
-    """Return ``name`` if it is a known schedule, else raise ``ValueError`` listing the choices."""
-    if name not in LR_SCHEDULES:
-        raise ValueError(
-            f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {name!r}."
-            + did_you_mean(str(name), list(LR_SCHEDULES))
-        )
-    return name
+    """Return ``name`` if it is a known schedule, else raise an ``OptionError`` listing them."""
+    return SCHEDULE_NAMES(name, "lr_schedule")
 
 
 def check_warmup(warmup: int) -> int:
-    """Return ``warmup`` if it is a non-negative integer, else raise ``ValueError``."""
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative integer (steps), got {warmup!r}")
-    return warmup
+    """Return ``warmup`` if it is a non-negative integer (steps), else raise ``OptionError``."""
+    return NON_NEGATIVE_INT(warmup, "warmup")
 
 
 def lr_factor(step: int, schedule: str, total_steps: int, warmup: int = 0) -> float:

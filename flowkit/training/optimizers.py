@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from flowkit.registry import did_you_mean
+from flowkit.checks import OneOf, OptionError, OptionTypeError, did_you_mean
+from flowkit.registry import Registry
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -17,36 +19,46 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 OptimizerSpec = str | Mapping[str, Any]
+NAMES = OneOf(tuple(OPTIMIZERS))
 
 
 def split_optimizer_spec(spec: OptimizerSpec) -> tuple[str, dict[str, Any]]:
     """``(name, options)`` of an optimizer spec, checked against :data:`OPTIMIZERS`.
 
     Raises:
-        ValueError: for an unknown name, a mapping without ``name`` or with ``lr`` (the learning
-            rate is the ``lr`` argument of :func:`flowkit.train`).
-        TypeError: for a spec that is neither a string nor a mapping.
+        OptionError: naming ``optimizer`` (or ``optimizer.<option>``) for an unknown name or
+            option, a mapping without ``name``, or ``lr`` among the options (the learning rate
+            is the ``lr`` argument of :func:`flowkit.train`).
     """
-    if isinstance(spec, str):
-        name, options = spec, {}
-    elif isinstance(spec, Mapping):
-        if "name" not in spec:
-            raise ValueError(f"optimizer spec {dict(spec)!r} needs a 'name' key")
-        name, options = spec["name"], {k: v for k, v in spec.items() if k != "name"}
-    else:
-        raise TypeError(
-            f"optimizer must be a name or {{name: ..., **options}}, got {type(spec).__name__}"
+    if not isinstance(spec, str | Mapping):
+        raise OptionTypeError(
+            "optimizer", f"must be a name or {{name: ..., **options}}, got {type(spec).__name__}"
         )
-    if name not in OPTIMIZERS:
-        raise ValueError(
-            f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}."
-            + did_you_mean(str(name), list(OPTIMIZERS))
-        )
+    try:
+        name, options = Registry.split_spec(spec, "optimizer")
+    except ValueError as err:
+        raise OptionError("optimizer", str(err)) from None
+    NAMES(name, "optimizer.name" if isinstance(spec, Mapping) else "optimizer")
     if "lr" in options:
-        raise ValueError("optimizer options must not set 'lr'; pass lr= to train instead")
+        raise OptionError("optimizer.lr", "must not be set; pass lr= to train instead")
+    allowed = [p for p in inspect.signature(OPTIMIZERS[name]).parameters if p not in ("params", "lr")]
+    for key in options:
+        if key not in allowed:
+            raise OptionError(
+                f"optimizer.{key}",
+                f"is not an option of {name!r}; allowed: {', '.join(allowed)}."
+                + did_you_mean(key, allowed),
+            )
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
     return name, options
+
+
+def check_optimizer(spec: OptimizerSpec, name: str = "optimizer") -> OptimizerSpec:
+    """Return ``spec`` if it builds an optimizer (tried on one dummy parameter), else raise an
+    ``OptionError`` naming ``optimizer`` or the bad option (``weight_decay: -1``, ...)."""
+    build_optimizer(spec, [nn.Parameter(torch.zeros(1))], lr=1e-3)
+    return spec
 
 
 def build_optimizer(
@@ -61,5 +73,5 @@ def build_optimizer(
     name, options = split_optimizer_spec(spec)
     try:
         return OPTIMIZERS[name](params, lr=lr, **options)
-    except TypeError as err:
-        raise ValueError(f"bad options {options!r} for optimizer {name!r}: {err}") from err
+    except (TypeError, ValueError) as err:
+        raise OptionError("optimizer", f"has bad options {options!r} for {name!r}: {err}") from err

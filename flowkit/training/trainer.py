@@ -92,7 +92,7 @@ class Trainer:
     Attributes:
         is_writer: whether this process writes checkpoints (False on non-zero ranks).
         rank, world_size: this process's place in a distributed run (0 and 1 here; see
-            :class:`flowkit.training.distributed.DistributedTrainer`).
+            :class:`flowkit.training.ddp_trainer.DistributedTrainer`).
     """
 
     rank = 0
@@ -106,6 +106,7 @@ class Trainer:
         generator: torch.Generator,
         seed: int | None = None,
     ) -> None:
+        config.check_checkpointing()
         self.flow, self.coupling, self.config, self.generator = flow, coupling, config, generator
         self.device, self.dtype = parameter_placement(flow)
         self.optimizer = build_optimizer(config.optimizer, flow.parameters(), config.lr)
@@ -289,7 +290,10 @@ class Trainer:
                 loss = self.train_step(self.draw_batch())
                 history.wall_time = base_wall + time.perf_counter() - start
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{history.lrs[-1]:.2e}", refresh=False)
+                if self.step % config.log_every == 0 or self.step == config.steps:
+                    window = history.losses[-((self.step - 1) % config.log_every + 1) :]
+                    mean = sum(window) / len(window)
+                    bar.set_postfix(loss=f"{mean:.4g}", lr=f"{history.lrs[-1]:.2e}", refresh=False)
                 if callback is not None:
                     callback(self.step, loss)
                 every = config.checkpoint_every
