@@ -10,6 +10,9 @@ Example:
     ['cosine', 'custom', 'edm']
     >>> s = SCHEDULES.build({"name": "polynomial", "n": 2})  # doctest: +SKIP
 
+Each registry declares its ``base``, the type its factories build (as ``"module:Name"`` so that
+this module imports none of them): ``build`` checks what a factory returns against it.
+
 Third-party packages register components through the ``flowkit.plugins`` entry-point group: each
 entry point names a module (or a callable taking no argument); it is imported (or called) once,
 the first time any registry is queried, and registers its components with the decorators below.
@@ -27,11 +30,18 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+TypeRef = type | str
+"""A type, or its dotted location ``"package.module:Name"`` resolved on first use."""
+
 PLUGIN_GROUP = "flowkit.plugins"
 
 
 class RegistryError(ValueError):
     """An unknown name or a bad specification given to a registry."""
+
+
+class RegistryTypeError(RegistryError, TypeError):
+    """An object of the wrong type: given to a registry instead of a spec, or built by a factory."""
 
 
 @dataclass(frozen=True)
@@ -100,18 +110,75 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def resolve_type(ref: TypeRef) -> type:
+    """The type ``ref`` names: a type itself, or ``"package.module:Name"`` (imported now)."""
+    if isinstance(ref, type):
+        return ref
+    module, _, name = ref.partition(":")
+    found = getattr(importlib.import_module(module), name)
+    if not isinstance(found, type):
+        raise TypeError(f"{ref!r} names a {type(found).__name__}, not a type")
+    return found
+
+
+def split_spec(spec: str | Mapping[str, Any], kind: str = "component") -> tuple[str, dict]:
+    """Split a component spec into ``(name, options)``.
+
+    A spec is a name (``"heun"``) or a mapping with a ``name`` key and the options
+    (``{"name": "dopri5", "rtol": 1e-6}``); ``kind`` names the component in errors.
+
+    Raises:
+        RegistryError: a mapping without ``name``, or a spec that is neither form.
+
+    Example:
+        >>> split_spec({"name": "dopri5", "rtol": 1e-6}, "solver")
+        ('dopri5', {'rtol': 1e-06})
+    """
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, Mapping):
+        if "name" not in spec:
+            raise RegistryError(
+                f"{kind} spec {dict(spec)!r} has no 'name' key; write {{name: ..., **options}}"
+            )
+        return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+    raise RegistryError(
+        f"{kind} spec must be a name or a mapping with a 'name' key, got {type(spec).__name__}"
+    )
+
+
 class Registry(Generic[T]):
     """A named collection of component factories.
 
     Args:
         kind: what the registry holds, in words ("solver", "schedule", ...); used in errors.
-        base: optional base class; ``build`` passes through instances of it unchanged.
+        base: the type every factory builds (a type or ``"module:Name"``); ``build`` checks
+            results against it. None: anything goes.
+        accepts: the type an already built object given to ``build`` must have (e.g. a protocol
+            such as "has ``sample``"); defaults to ``base``.
     """
 
-    def __init__(self, kind: str, base: type | None = None) -> None:
+    def __init__(
+        self, kind: str, base: TypeRef | None = None, accepts: TypeRef | None = None
+    ) -> None:
         self.kind = kind
-        self.base = base
+        self._base = base
+        self._accepts = accepts if accepts is not None else base
         self._entries: dict[str, Entry] = {}
+
+    @property
+    def base(self) -> type | None:
+        """The type factories build (resolved from ``"module:Name"`` on first use), or None."""
+        if isinstance(self._base, str):
+            self._base = resolve_type(self._base)
+        return self._base
+
+    @property
+    def accepts(self) -> type | None:
+        """The type of objects ``build`` passes through unchanged (None: any object)."""
+        if isinstance(self._accepts, str):
+            self._accepts = resolve_type(self._accepts)
+        return self._accepts
 
     def register(
         self, name: str, description: str | None = None
@@ -162,21 +229,7 @@ class Registry(Generic[T]):
             )
         return self._entries[name]
 
-    @staticmethod
-    def split_spec(spec: str | Mapping[str, Any], kind: str = "component") -> tuple[str, dict]:
-        """Split a spec into ``(name, kwargs)``."""
-        if isinstance(spec, str):
-            return spec, {}
-        if isinstance(spec, Mapping):
-            if "name" not in spec:
-                raise RegistryError(
-                    f"{kind} spec {dict(spec)!r} has no 'name' key; write {{name: ..., **options}}"
-                )
-            kwargs = {k: v for k, v in spec.items() if k != "name"}
-            return spec["name"], kwargs
-        raise RegistryError(
-            f"{kind} spec must be a name or a mapping with a 'name' key, got {type(spec).__name__}"
-        )
+    split_spec = staticmethod(split_spec)  # Registry.split_spec: the module-level function
 
     def check_kwargs(self, name: str, kwargs: Mapping[str, Any]) -> None:
         """Raise if ``kwargs`` holds an option the factory of ``name`` does not accept."""
@@ -195,30 +248,47 @@ class Registry(Generic[T]):
     def build(self, spec: Any, **overrides: Any) -> T:
         """Build a component from a name, a ``{name: ..., **kwargs}`` mapping or an instance.
 
-        Instances of ``base`` (and any non-str, non-mapping object when there is no base) are
-        returned unchanged, so already built components can be passed wherever a spec is accepted.
+        Instances of ``accepts`` (any non-str, non-mapping object when it is None) are returned
+        unchanged, so already built components can be passed wherever a spec is accepted.
+
+        Raises:
+            RegistryError: an unknown name or option.
+            RegistryTypeError: (also a ``TypeError``) an object that is not an ``accepts``, or
+                a factory that returned something that is not a ``base``.
         """
         if not isinstance(spec, str | Mapping):
-            if self.base is None or isinstance(spec, self.base):
+            accepts = self.accepts
+            if accepts is None or isinstance(spec, accepts):
                 return spec
-            raise RegistryError(
-                f"{self.kind} spec must be a name, a mapping or a {self.base.__name__}, "
+            raise RegistryTypeError(
+                f"{self.kind} spec must be a name, a mapping or a {accepts.__name__}, "
                 f"got {type(spec).__name__}"
             )
-        name, kwargs = self.split_spec(spec, self.kind)
+        name, kwargs = split_spec(spec, self.kind)
         kwargs.update(overrides)
         self.check_kwargs(name, kwargs)
-        return self.get(name).factory(**kwargs)
+        built = self.get(name).factory(**kwargs)
+        base = self.base
+        if base is not None and not isinstance(built, base):
+            raise RegistryTypeError(
+                f"{self.kind} {name!r} built a {type(built).__name__}, not a {base.__name__}; "
+                f"every {self.kind} factory must return a {base.__qualname__}"
+            )
+        return built
 
 
-PATHS: Registry = Registry("path")
-SCHEDULES: Registry = Registry("schedule")
-SOLVERS: Registry = Registry("solver")
-COUPLINGS: Registry = Registry("coupling")
-DISTRIBUTIONS: Registry = Registry("distribution")
-MODELS: Registry = Registry("model")
-TIME_SAMPLERS: Registry = Registry("time sampler")
-METRICS: Registry = Registry("metric")
+SAMPLEABLE = "flowkit.couplings.base:Sampleable"
+
+PATHS: Registry = Registry("path", "flowkit.paths.affine:AffinePath")
+SCHEDULES: Registry = Registry("schedule", "flowkit.paths.schedules.base:Schedule")
+SOLVERS: Registry = Registry("solver", "flowkit.solvers.base:Solver")
+COUPLINGS: Registry = Registry("coupling", "flowkit.couplings.base:Coupling")
+DISTRIBUTIONS: Registry = Registry("distribution", "flowkit.data.base:Distribution", SAMPLEABLE)
+MODELS: Registry = Registry("model", "torch.nn:Module")
+TIME_SAMPLERS: Registry = Registry(
+    "time sampler", "flowkit.training.time_samplers:TimeSampler", SAMPLEABLE
+)
+METRICS: Registry = Registry("metric", "flowkit.metrics.base:Metric")
 
 REGISTRIES: dict[str, Registry] = {
     "paths": PATHS,

@@ -20,7 +20,7 @@ import flowkit as fk
 from flowkit import distributed
 from flowkit.experiment.errors import ConfigError
 from flowkit.training import TrainConfig, Trainer
-from flowkit.training.distributed import DistributedTrainer
+from flowkit.training.ddp_trainer import DistributedTrainer
 from flowkit.training.trainer import TrainBatch
 
 WORLD = 2

@@ -248,5 +248,5 @@ def test_bad_arguments():
         path.velocity_weight(torch.rand(4), "eps", x)
     with pytest.raises(ValueError, match=r"eps must lie in \[0, 0.5\)"):
         AffinePath("rectified", eps=0.7)
-    with pytest.raises(TypeError, match="schedule must build a Schedule"):
+    with pytest.raises(TypeError, match="schedule spec must be a name, a mapping or a Schedule"):
         AffinePath(object())

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import types
+from collections import OrderedDict
+from collections.abc import Sized
 
 import pytest
+import torch
 
 import flowkit.registry as registry_module
-from flowkit.registry import REGISTRIES, Registry, RegistryError
+from flowkit.registry import REGISTRIES, Registry, RegistryError, RegistryTypeError
 
 
 class Widget:
@@ -29,7 +32,9 @@ def reg() -> Registry:
 
     @r.register("gadget", description="Makes gadgets.")
     def gadget(**options):
-        return options
+        widget = Widget()
+        widget.options = options
+        return widget
 
     return r
 
@@ -48,7 +53,7 @@ def test_build_from_name_dict_and_instance(reg):
     assert (w.size, w.colour) == (3, "blue")
     assert reg.build("widget", size=5).size == 5  # overrides
     assert reg.build(w) is w  # instances of the base pass through
-    assert reg.build({"name": "gadget", "anything": [1, 2]}) == {"anything": [1, 2]}
+    assert reg.build({"name": "gadget", "anything": [1, 2]}).options == {"anything": [1, 2]}
 
 
 def test_unknown_name_lists_choices_and_closest_match(reg):
@@ -73,12 +78,37 @@ def test_unknown_option_names_allowed_options(reg):
 def test_bad_specs(reg):
     with pytest.raises(RegistryError, match="has no 'name' key"):
         reg.build({"size": 2})
-    with pytest.raises(RegistryError, match="must be a name, a mapping or a Widget"):
+    with pytest.raises(RegistryTypeError, match="must be a name, a mapping or a Widget"):
         reg.build(3.5)
     with pytest.raises(RegistryError, match="already registered"):
         reg.register("widget")(Widget)
     with pytest.raises(RegistryError, match="non-empty string"):
         reg.add("", Widget)
+
+
+def test_factory_building_the_wrong_type_raises(reg):
+    reg.add("broken", lambda size=1: {"size": size}, "Builds a dict, not a Widget.")
+    with pytest.raises(RegistryTypeError) as info:  # a RegistryError and a TypeError
+        reg.build({"name": "broken", "size": 2})
+    assert isinstance(info.value, TypeError) and isinstance(info.value, RegistryError)
+    assert "widget 'broken' built a dict, not a Widget" in str(info.value)
+
+
+def test_base_given_as_a_dotted_path_is_resolved_lazily():
+    r: Registry = Registry("lazy", "collections:OrderedDict")
+    assert r._base == "collections:OrderedDict"  # nothing imported at construction
+    r.add("ordered", dict, "Builds a plain dict.")
+    with pytest.raises(TypeError, match="lazy 'ordered' built a dict, not a OrderedDict"):
+        r.build("ordered")
+    assert r.base is OrderedDict
+
+
+def test_accepts_lets_protocol_objects_through():
+    r: Registry = Registry("sized thing", base=list, accepts=Sized)
+    obj = (1, 2)
+    assert r.build(obj) is obj
+    with pytest.raises(RegistryError, match="must be a name, a mapping or a Sized, got float"):
+        r.build(1.5)
 
 
 def test_registry_without_base_passes_objects_through():
@@ -99,6 +129,49 @@ def test_named_registries_exist():
         "metrics",
     }
     assert set(REGISTRIES) == expected
+
+
+def test_every_named_registry_declares_its_base():
+    from flowkit.couplings.base import Coupling, Sampleable
+    from flowkit.data.base import Distribution
+    from flowkit.metrics.base import Metric
+    from flowkit.paths.affine import AffinePath
+    from flowkit.paths.schedules.base import Schedule
+    from flowkit.solvers.base import Solver
+    from flowkit.training.time_samplers import TimeSampler
+
+    bases = {key: reg.base for key, reg in REGISTRIES.items()}
+    assert bases == {
+        "paths": AffinePath,
+        "schedules": Schedule,
+        "solvers": Solver,
+        "couplings": Coupling,
+        "distributions": Distribution,
+        "models": torch.nn.Module,
+        "time_samplers": TimeSampler,
+        "metrics": Metric,
+    }
+    assert REGISTRIES["distributions"].accepts is Sampleable
+    assert REGISTRIES["time_samplers"].accepts is Sampleable
+
+
+def test_every_registered_component_builds_its_base():
+    """Every entry (with example options where it needs some) builds its registry's base."""
+    pairs = {"x0": torch.zeros(4, 2), "x1": torch.ones(4, 2)}
+    schedule = {"a": lambda t: t, "b": lambda t: 1 - t}
+    options = {
+        ("paths", "custom"): schedule,
+        ("schedules", "custom"): schedule,
+        ("couplings", "paired"): pairs,
+        ("couplings", "distillation"): {"pairs": {"name": "paired", **pairs}},
+    }
+    built = 0
+    for key, reg in REGISTRIES.items():
+        for entry in reg.entries():
+            spec = {"name": entry.name, **options.get((key, entry.name), {})}
+            assert isinstance(reg.build(spec), reg.base), (reg.kind, entry.name)
+            built += 1
+    assert built > 40  # every registry was populated and walked
 
 
 class FakeEntryPoint:

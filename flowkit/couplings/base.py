@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 import flowkit.data  # noqa: F401  (registers the distributions named in specs)
-from flowkit.registry import DISTRIBUTIONS
+from flowkit.registry import DISTRIBUTIONS, RegistryError
 
 Cond = dict[str, Tensor]
 
@@ -90,14 +90,12 @@ def check_batch_size(batch_size: Any) -> int:
 
 
 def build_distribution(spec: Any, argument: str) -> Sampleable:
-    """Build ``spec`` through the DISTRIBUTIONS registry and check it can be sampled."""
-    dist = DISTRIBUTIONS.build(spec)
-    if not callable(getattr(dist, "sample", None)):
-        raise TypeError(
-            f"{argument} must be a distribution spec (a registered name or {{name: ..., ...}}) or "
-            f"an object with sample(n, generator); got {type(dist).__name__}"
-        )
-    return dist
+    """Build ``spec`` through the DISTRIBUTIONS registry (which checks it can be sampled); errors
+    name ``argument``."""
+    try:
+        return DISTRIBUTIONS.build(spec)
+    except RegistryError as err:
+        raise type(err)(f"{argument}: {err}") from err
 
 
 def draw(dist: Sampleable, n: int, generator: torch.Generator | None) -> tuple[Tensor, Cond]:

@@ -128,8 +128,6 @@ class ReflowJob:
         solver_options: dict[str, Any],
     ) -> ReflowJob:
         coupling = COUPLINGS.build(coupling)
-        if not isinstance(coupling, Coupling):
-            raise TypeError(f"coupling must build a Coupling, got {type(coupling).__name__}")
         check_positive(num_pairs, "num_pairs")
         check_positive(chunk_size, "chunk_size")
         grid = state_grid_times(state_grid)

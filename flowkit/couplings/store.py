@@ -9,8 +9,9 @@ Layout of a store directory::
 
 Shard ``i`` is produced from its own generator seeded by ``shard_seed(seed, i)``, so shards can
 be computed in any order, by any process (e.g. one rank per shard subset), and recomputed alone.
-Each file is written to a temporary name and moved into place with ``os.replace``: only complete
-files with the final name count, and a half-written shard is never read. Every shard carries the
+Each file is written through :func:`flowkit.atomic.atomic_write` (a temporary name, fsync, then
+``os.replace``): only complete files with the final name count, and a half-written shard is never
+read. Every shard carries the
 store's *fingerprint* (teacher hash, solver, options, seed, counts) in its safetensors metadata,
 so resuming with another teacher or solver raises instead of mixing pairs.
 """
@@ -25,11 +26,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from flowkit.atomic import atomic_write, atomic_write_text
+from flowkit.seeds import derive_seed
 
 MANIFEST = "manifest.json"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.safetensors$")
@@ -58,8 +61,8 @@ def teacher_hash(field: Any) -> str:
 
 
 def shard_seed(seed: int, index: int) -> int:
-    """Seed of shard ``index``: a SeedSequence hash of ``(seed, index)`` (independent streams)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    """Seed of shard ``index``: :func:`flowkit.seeds.derive_seed` ``(seed, index)``."""
+    return derive_seed(seed, index)
 
 
 def shard_sizes(num_pairs: int, shard_size: int) -> list[int]:
@@ -71,17 +74,6 @@ def shard_sizes(num_pairs: int, shard_size: int) -> list[int]:
 def canonical(obj: Mapping[str, Any]) -> str:
     """Stable JSON text of a fingerprint (sorted keys; non-JSON values by repr)."""
     return json.dumps(obj, sort_keys=True, default=repr)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the file onto ``path`` (atomic on POSIX)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class PairStore:
@@ -162,7 +154,7 @@ class PairStore:
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Atomically write ``manifest.json`` and remove stale temporary files."""
         text = json.dumps(manifest, indent=2, sort_keys=True, default=repr)
-        atomic_write(self.manifest_path, lambda tmp: tmp.write_text(text))
+        atomic_write_text(self.manifest_path, text)
         for path in self.directory.glob(".shard-*.tmp-*"):
             path.unlink(missing_ok=True)
 

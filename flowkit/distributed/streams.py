@@ -2,41 +2,30 @@
 
 Rank 0 draws exactly the single-process stream of ``seed``, so a one-process run and rank 0 of a
 distributed run see the same first batch; rank ``r > 0`` uses the generator seeded by
-``numpy.random.SeedSequence(seed, spawn_key=(r,))``, an independent stream (the construction
-``SeedSequence.spawn`` uses).
+:func:`flowkit.seeds.derive_seed` ``(seed, r)``, an independent stream (the scheme that also
+seeds experiment stages and reflow shards).
 """
 
 from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 
 from flowkit.distributed.collectives import all_gather_objects, broadcast_object
 from flowkit.distributed.process_group import info
-
-
-def check_seed(seed: object) -> int:
-    """Return ``seed`` if it is a non-negative integer, else raise ``ValueError``."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return seed
+from flowkit.seeds import check_seed, derive_seed
 
 
 def rank_seed(seed: int, rank: int) -> int:
-    """Seed of rank ``rank``'s stream: ``seed`` itself on rank 0, else a SeedSequence child.
+    """Seed of rank ``rank``'s stream: ``seed`` itself on rank 0, else a derived seed.
 
-    ``rank_seed(s, 0) = s``; ``rank_seed(s, r) = SeedSequence(s, spawn_key=(r,))`` reduced to 63
-    bits for ``r > 0``.
+    ``rank_seed(s, 0) = s``; ``rank_seed(s, r) = derive_seed(s, r)`` for ``r > 0``.
     """
     check_seed(seed)
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
         raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
-    if rank == 0:
-        return seed
-    state = np.random.SeedSequence(seed, spawn_key=(rank,)).generate_state(1, dtype=np.uint64)
-    return int(state[0] >> 1)
+    return seed if rank == 0 else derive_seed(seed, rank)
 
 
 def rank_generator(seed: int, rank: int | None = None) -> torch.Generator:

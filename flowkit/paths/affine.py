@@ -74,8 +74,6 @@ class AffinePath:
 
     def __init__(self, schedule: Schedule | str | dict = "rectified", eps: float = 1e-5) -> None:
         self.schedule: Schedule = SCHEDULES.build(schedule)
-        if not isinstance(self.schedule, Schedule):
-            raise TypeError(f"schedule must build a Schedule, got {type(self.schedule).__name__}")
         if not 0.0 <= eps < 0.5:
             raise ValueError(f"eps must lie in [0, 0.5), got {eps}")
         self.eps = eps

@@ -15,6 +15,7 @@ from flowkit import distributed
 from flowkit.registry import COUPLINGS
 from flowkit.training.checkpoint import latest_checkpoint, resolve_checkpoint
 from flowkit.training.config import TrainConfig, Weighting
+from flowkit.training.generators import make_generator, rank_stream
 from flowkit.training.history import History
 from flowkit.training.optimizers import OptimizerSpec
 from flowkit.training.trainer import Callback, Trainer
@@ -25,32 +26,13 @@ def build_coupling(spec: Any) -> Any:
     if isinstance(spec, str | Mapping):
         import flowkit.couplings  # noqa: F401  (registers the couplings)
 
-        spec = COUPLINGS.build(spec)
+        return COUPLINGS.build(spec)
     if not callable(getattr(spec, "sample", None)):
         raise TypeError(
             "coupling must be a registered coupling spec or an object with "
             f"sample(batch_size, generator) -> CouplingBatch; got {type(spec).__name__}"
         )
     return spec
-
-
-def make_generator(
-    generator: torch.Generator | None, seed: int | None
-) -> tuple[torch.Generator, int | None]:
-    """The trainer's data generator: ``generator`` as given, or a CPU generator seeded with
-    ``seed`` (a fresh random seed if both are None). Returns it with its seed (None if given)."""
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator= or seed=, not both")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        return generator, None
-    if seed is None:
-        fresh = torch.Generator()
-        return fresh, fresh.seed()
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return torch.Generator().manual_seed(seed), seed
 
 
 def resume_source(resume: bool | str | os.PathLike, checkpoint_dir: Any) -> Path | None:
@@ -177,7 +159,7 @@ def train(
     )
     source = resume_source(resume, checkpoint_dir)
     if distributed.is_distributed():
-        from flowkit.training.distributed import DistributedTrainer, rank_stream
+        from flowkit.training.ddp_trainer import DistributedTrainer  # only under torchrun
 
         distributed.check_same(resume_from=None if source is None else str(source))
         generator, seed = rank_stream(generator, seed)

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowkit import distributed
-from flowkit.training.api import make_generator
 from flowkit.training.checkpoint import CheckpointData
 from flowkit.training.config import TrainConfig
 from flowkit.training.history import History
@@ -141,20 +140,3 @@ class DistributedTrainer(Trainer):
                 f"effective batch {h.effective_batch_size}"
             )
         return super().run(progress=progress, callback=callback)
-
-
-def rank_stream(
-    generator: torch.Generator | None, seed: int | None
-) -> tuple[torch.Generator, int | None]:
-    """This rank's data generator and the run's seed.
-
-    With ``seed`` (the same on every rank, or None on every rank for a fresh one chosen by rank
-    0), rank ``r`` draws from :func:`flowkit.distributed.rank_generator` ``(seed, r)``. A
-    ``generator`` is used as given (warning if every rank's is in the same state).
-    """
-    if generator is not None:
-        generator, _ = make_generator(generator, seed)  # type check; rejects seed= alongside
-        distributed.warn_if_shared_generator(generator)
-        return generator, None
-    seed = distributed.shared_seed(seed)
-    return distributed.rank_generator(seed), seed
