@@ -107,8 +107,8 @@ class Integer(Check):
         return value
 
     def describe(self) -> str:
-        if self.minimum in (0, 1) and self.maximum is None:
-            return "a positive integer" if self.minimum else "a non-negative integer"
+        if self.minimum == 1 and self.maximum is None:
+            return "a positive integer"
         return bounds_text("an integer", self.minimum, self.maximum, False, False)
 
 

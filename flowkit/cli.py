@@ -168,29 +168,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def registry_key(kind: str) -> str:
-    """``solver`` or ``solvers`` -> ``solvers`` (a ConfigError for unknown kinds)."""
-    for key, reg in REGISTRIES.items():
-        if kind in (key, reg.kind, reg.kind.replace(" ", "_"), key.rstrip("s")):
+def registry_key(kind: str, keys: list[str]) -> str:
+    """``solver`` or ``solvers`` -> ``solvers`` (a ConfigError for kinds not in ``keys``)."""
+    for key in keys:
+        if kind in (key, key.rstrip("s"), key.removesuffix("s").replace("_", " ")):
             return key
     raise ConfigError(
-        [
-            (
-                "kind",
-                f"unknown kind {kind!r}; choose from {', '.join(REGISTRIES)}."
-                + did_you_mean(kind, list(REGISTRIES)),
-            )
-        ]
+        [("kind", f"unknown kind {kind!r}; choose from {', '.join(keys)}." + did_you_mean(kind, keys))]
     )
 
 
 def cmd_list(kind: str | None) -> int:
-    from flowkit.experiment.spec import load_components
+    from flowkit.experiment.stages import STAGE_TYPES
 
-    load_components()
-    keys = [registry_key(kind)] if kind else list(REGISTRIES)
+    registries = {**REGISTRIES, "stages": STAGE_TYPES}
+    keys = [registry_key(kind, list(registries))] if kind else list(registries)
     for key in keys:
-        entries = REGISTRIES[key].entries()
+        entries = registries[key].entries()
         print(f"{key}:")
         width = max((len(e.name) for e in entries), default=0)
         for entry in entries:
@@ -201,9 +195,9 @@ def cmd_list(kind: str | None) -> int:
 def cmd_validate(config: str | None, overrides: list[str]) -> int:
     from flowkit.experiment.runner import resolve
 
-    resolved = resolve(config, overrides)
-    stages = ", ".join(f"{s['name']} ({s['type']})" for s in resolved["stages"])
-    print(f"OK: {resolved['name']}: {stages}")
+    experiment = resolve(config, overrides)
+    stages = ", ".join(f"{s.name} ({s.type})" for s in experiment.stages)
+    print(f"OK: {experiment.name}: {stages}")
     return 0
 
 

@@ -39,6 +39,7 @@ def option(
     *,
     kind: str | None = None,
     yaml: bool = True,
+    **extra: Any,
 ) -> Any:
     """A dataclass field documented by ``doc`` and checked by ``check(value, name)``.
 
@@ -49,8 +50,9 @@ def option(
             required option.
         kind: the registry (``"time_samplers"``, ``"models"``, ...) of a component spec.
         yaml: False for options that only Python can give (callables, tensors, directories).
+        **extra: more metadata for readers of the fields (the experiment layer's ``section``).
     """
-    metadata = {"doc": doc, "check": check, "kind": kind, "yaml": yaml}
+    metadata = {"doc": doc, "check": check, "kind": kind, "yaml": yaml, **extra}
     if isinstance(default, list | dict):
         return dataclasses.field(
             default_factory=lambda: copy.deepcopy(default), metadata=metadata
@@ -71,8 +73,12 @@ def field_default(f: dataclasses.Field) -> Any:
 
 
 def check_options(obj: Any) -> None:
-    """Run the check of every declared option of ``obj`` and store the normalised values."""
+    """Run the check of every declared option of ``obj`` and store the normalised values.
+
+    Checks that are not callable (the experiment layer's collectors of several problems, which
+    it runs itself while parsing) are skipped.
+    """
     for f in declared(obj):
         check = f.metadata["check"]
-        if check is not None:
+        if callable(check):
             setattr(obj, f.name, check(getattr(obj, f.name), f.name))

@@ -9,14 +9,18 @@ import torch
 
 from flowkit.experiment.config import load_config
 from flowkit.experiment.errors import ConfigError
-from flowkit.experiment.validate import stage_names, validate
+from flowkit.experiment.schema import stage_names, validate
 
 # (override, key path expected in the report, a phrase expected in its message)
 BAD_CASES = [
     ("training.lrr=3", "training.lrr", "Did you mean 'lr'"),
     ("training.steps=many", "training.steps", "positive integer, got 'many'"),
     ("training.lr=-1", "training.lr", "number > 0"),
-    ("training.ema=1.5", "training.ema", "[0, 1]"),
+    ("training.ema=1.5", "training.ema", "[0, 1)"),
+    ("training.ema=1.0", "training.ema", "[0, 1)"),  # validated OK before; the EMA refused it
+    ("training.optimizer={name: adamw, weight_decay: -1}", "training.optimizer", "weight_decay"),
+    ("training.optimizer={name: adamw, weight_decy: 0.1}", "training.optimizer.weight_decy",
+     "Did you mean 'weight_decay'"),
     ("stages[1].solver.steps=-3", "stages[1].solver.steps", "must be a positive integer, got -3"),
     ("stages[1].solver.name=eulr", "stages[1].solver.name", "Did you mean 'euler'"),
     ("stages[1].solver.rtoll=1e-3", "stages[1].solver.rtoll", "Did you mean 'rtol'"),
@@ -71,13 +75,13 @@ def test_bad_config_reports_key_path(override: str, key: str, phrase: str) -> No
 
 def test_valid_overrides_pass() -> None:
     config = validate(default_with("coupling={name: minibatch_ot, method: sinkhorn, reg: 0.1}"))
-    assert config["coupling"]["method"] == "sinkhorn"
+    assert config.coupling["method"] == "sinkhorn"
     source, target = "{name: gaussian, quasi_random: true}", "{name: moons, stratified: true}"
     config = validate(
         load_config(None, [f"evaluation.source={source}", f"evaluation.target={target}"])
     )
-    assert config["evaluation"]["target"] == {"name": "moons", "stratified": True}
-    assert config["evaluation"]["n_samples"] == 2000  # the other evaluation keys keep defaults
+    assert config.evaluation.target == {"name": "moons", "stratified": True}
+    assert config.evaluation.n_samples == 2000  # the other evaluation keys keep defaults
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -90,23 +94,28 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_default_resolves_with_defaults_and_names() -> None:
     config = validate(load_config(None))
-    assert [s["name"] for s in config["stages"]] == ["1-rf", "2-rf", "distilled", "evaluate"]
-    assert config["training"]["warmup"] == 0
-    assert config["training"]["ema"] is None
-    assert config["training"]["lr_schedule"] == "cosine"
-    assert config["data"]["source"] == "gaussian"
-    assert config["stages"][1]["init"] == "teacher"
-    # stage training sections are partial: only the keys given, the rest inherited at run time
-    assert config["stages"][2]["training"] == {"steps": 2500, "lr": 2e-3}
-    assert config["stages"][0]["training"] is None
+    assert [s.name for s in config.stages] == ["1-rf", "2-rf", "distilled", "evaluate"]
+    assert config.training.warmup == 0
+    assert config.training.ema is None
+    assert config.training.lr_schedule == "cosine"
+    assert config.data.source == "gaussian"
+    assert config.stages[1].init == "teacher"
+    # stage training sections are partial: only the keys given, the rest inherited ...
+    assert config.stages[2].training == {"steps": 2500, "lr": 2e-3}
+    assert config.stages[0].training is None
+    assert config.resolved["stages"][0]["training"] is None
+    # ... and merged into the typed options the stage trains with
+    assert config.stages[2].train_config.steps == 2500
+    assert config.stages[2].train_config.lr_schedule == "cosine"
+    assert config.stages[0].train_config == config.training
 
 
 def test_minimal_config_gets_the_documented_defaults() -> None:
     config = validate({"name": "tiny"})
-    assert [s["type"] for s in config["stages"]] == ["train", "evaluate"]
-    assert config["model"] == {"name": "mlp", "dim": 2}
-    assert config["path"] == "rectified"
-    assert config["evaluation"]["metrics"] == ["w2", "energy_distance"]
+    assert [s.type for s in config.stages] == ["train", "evaluate"]
+    assert config.model == {"name": "mlp", "dim": 2}
+    assert config.path == "rectified"
+    assert config.evaluation.metrics == ["w2", "energy_distance"]
 
 
 def test_stage_names_number_repeated_types() -> None:
@@ -120,8 +129,8 @@ def test_top_level_must_be_a_mapping() -> None:
 
 
 def test_resolved_config_is_a_fixed_point() -> None:
-    resolved = validate(load_config(None))
-    assert validate(resolved) == resolved
+    resolved = validate(load_config(None)).resolved
+    assert validate(resolved).resolved == resolved
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

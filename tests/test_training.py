@@ -164,7 +164,7 @@ def test_nan_loss_without_checkpoint_leaves_weights_of_the_last_good_step():
         ({"steps": 0}, ValueError, "steps must be a positive integer, got 0"),
         ({"batch_size": 2.5}, ValueError, "batch_size must be a positive integer"),
         ({"lr": -1.0}, ValueError, "lr must be a number > 0, got -1.0"),
-        ({"warmup": -3}, ValueError, "warmup must be a non-negative integer"),
+        ({"warmup": -3}, ValueError, "warmup must be an integer >= 0, got -3"),
         ({"grad_clip": 0}, ValueError, "grad_clip must be a number > 0, got 0"),
         ({"ema": 1.0}, ValueError, r"ema must be a number in \[0, 1\), got 1.0"),
         ({"weighting": "snr"}, ValueError, "weighting must be None, 'velocity'"),

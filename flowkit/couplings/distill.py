@@ -138,7 +138,8 @@ def distill(
         student: the flow to train; default: a copy of the teacher flow (warm start).
         steps_k: number of generation steps of the student.
         coupling: source coupling for the teacher's pairs (required with a teacher flow).
-        num_pairs, solver, store, chunk_size, seed: passed to :func:`flowkit.reflow`.
+        num_pairs, solver, store, chunk_size, seed: passed to :func:`flowkit.reflow`; ``seed``
+            also seeds the student's training unless ``train_options`` gives ``generator``.
         steps, batch_size: training steps and batch size.
         progress: progress bars for the solve and the training.
         solver_options: teacher solver options (e.g. ``{"rtol": 1e-5, "atol": 1e-5}``).
@@ -179,6 +180,8 @@ def distill(
     if not isinstance(student, torch.nn.Module) or not hasattr(student, "path"):
         raise TypeError(f"student must be a flowkit Flow, got {type(student).__name__}")
     distillation = DistillationCoupling(pairs, student.path, steps_k)
+    if "generator" not in train_options:
+        train_options.setdefault("seed", seed)
     history = flowkit.train(
         student, distillation, steps, batch_size, progress=progress, **train_options
     )

@@ -14,8 +14,10 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "SCHEMA": "flowkit.experiment.schema",
     "ConfigError": "flowkit.experiment.errors",
+    "Experiment": "flowkit.experiment.schema",
+    "STAGE_TYPES": "flowkit.experiment.stages",
+    "Stage": "flowkit.experiment.stages",
     "RunDir": "flowkit.experiment.rundir",
     "RunResult": "flowkit.experiment.runner",
     "evaluate_run": "flowkit.experiment.runner",
@@ -24,7 +26,7 @@ _NAMES = {
     "resolve": "flowkit.experiment.runner",
     "run": "flowkit.experiment.runner",
     "sample_run": "flowkit.experiment.runner",
-    "validate": "flowkit.experiment.validate",
+    "validate": "flowkit.experiment.schema",
 }
 
 __all__ = sorted(_NAMES)

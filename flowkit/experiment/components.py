@@ -1,6 +1,6 @@
-"""Build the parts of an experiment (data, couplings, flows, training options) from its config.
+"""Build the parts of an experiment (data, couplings, flows) from their specs.
 
-Only registry builds and plain wiring: a stage's own settings override the top-level ones.
+Only registry builds and plain wiring.
 """
 
 from __future__ import annotations
@@ -11,20 +11,10 @@ from typing import Any
 
 import torch
 
-from flowkit.experiment.spec import registry
+from flowkit.checks import OptionError
+from flowkit.experiment.specs import registry
 from flowkit.flow import Flow
 from flowkit.registry import Registry
-
-TRAIN_OPTIONS = (
-    "optimizer",
-    "lr",
-    "lr_schedule",
-    "warmup",
-    "grad_clip",
-    "ema",
-    "time_sampler",
-    "weighting",
-)
 
 
 def pick_device(name: str) -> torch.device:
@@ -34,9 +24,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def source_spec(config: Mapping[str, Any], target: Any) -> Any:
-    """The source spec: ``data.source``, or a standard Gaussian with the target's dimension."""
-    source = config["data"]["source"]
+def source_spec(source: Any, target: Any) -> Any:
+    """The source spec: ``source``, or a standard Gaussian with the target's dimension."""
     if source is not None:
         return source
     return {"name": "gaussian", "dim": math.prod(target.event_shape)}
@@ -68,11 +57,12 @@ class ReshapedDistribution:
         return self.base.sample(n, generator=generator).reshape(n, *self.event_shape)
 
 
-def build_data(config: Mapping[str, Any]) -> tuple[Any, Any]:
-    """``(source, target)`` distributions; the source takes the target's event shape."""
+def build_data(data: Any) -> tuple[Any, Any]:
+    """``(source, target)`` distributions of the ``data`` section; the source takes the
+    target's event shape."""
     dists = registry("distributions")
-    target = dists.build(config["data"]["target"])
-    source = dists.build(source_spec(config, target))
+    target = dists.build(data.target)
+    source = dists.build(source_spec(data.source, target))
     return reshape_to(source, target.event_shape), target
 
 
@@ -87,67 +77,38 @@ def build_coupling(spec: Any, source: Any, target: Any) -> Any:
     return couplings.build({"name": name, **options})
 
 
-def build_flow(config: Mapping[str, Any], stage: Mapping[str, Any], device: torch.device) -> Flow:
-    """A fresh flow: the stage's model/path/prediction if given, else the top-level ones."""
-
-    def pick(key: str) -> Any:
-        value = stage.get(key)
-        return config[key] if value is None else value
-
-    model = registry("models").build(pick("model"))
-    path = registry("paths").build(pick("path"))
-    return Flow(model, path, prediction=pick("prediction")).to(device)
+def build_flow(spec: Mapping[str, Any], device: torch.device) -> Flow:
+    """A fresh flow from ``{model, path, prediction}``."""
+    model = registry("models").build(spec["model"])
+    path = registry("paths").build(spec["path"])
+    return Flow(model, path, prediction=spec["prediction"]).to(device)
 
 
-def flow_spec(config: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
-    """The model/path/prediction a flow stage uses (for loading its weights later)."""
-    return {
-        k: stage.get(k) if stage.get(k) is not None else config[k]
-        for k in ("model", "path", "prediction")
-    }
-
-
-def training_options(config: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level ``training`` merged with the stage's ``training`` overrides."""
-    return {**config["training"], **(stage.get("training") or {})}
-
-
-def train_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``fk.train`` among the training options."""
-    return {k: options[k] for k in TRAIN_OPTIONS}
-
-
-def evaluation_distributions(
-    options: Mapping[str, Any], source: Any, target: Any
-) -> tuple[Any, Any]:
+def evaluation_distributions(options: Any, source: Any, target: Any) -> tuple[Any, Any]:
     """The evaluation's ``(source, target)``: its own ``source``/``target`` specs where given,
     else the data's ``source``/``target``; a given source takes the target's event shape.
 
     Raises:
-        ValueError: naming ``source`` or ``target`` when the event shapes cannot match the data
+        OptionError: naming ``source`` or ``target`` when the event shapes cannot match the data
             target's (the flows were trained on that shape).
     """
     dists = registry("distributions")
     shape = tuple(target.event_shape)
-    if options.get("target") is not None:
-        target = dists.build(options["target"])
+    if options.target is not None:
+        target = dists.build(options.target)
         if tuple(target.event_shape) != shape:
-            raise ValueError(
-                f"target has event shape {tuple(target.event_shape)}, the data target {shape}; "
+            raise OptionError(
+                "target",
+                f"has event shape {tuple(target.event_shape)}, the data target {shape}; "
                 "the evaluation target must have the shape the flows were trained on"
             )
-    if options.get("source") is not None:
-        built = dists.build(options["source"])
+    if options.source is not None:
+        built = dists.build(options.source)
         if math.prod(built.event_shape) != math.prod(shape):
-            raise ValueError(
-                f"source has event shape {tuple(built.event_shape)}, which cannot be reshaped "
+            raise OptionError(
+                "source",
+                f"has event shape {tuple(built.event_shape)}, which cannot be reshaped "
                 f"to the data target's {shape}"
             )
         source = reshape_to(built, shape)
     return source, target
-
-
-def evaluation_options(config: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level ``evaluation`` with the evaluate stage's non-null overrides."""
-    own = {k: v for k, v in stage.items() if k not in ("type", "name") and v is not None}
-    return {**config.get("evaluation", {}), **own}

@@ -1,8 +1,8 @@
-"""What the stages of one run share: config, run directory, data, flows and the current coupling."""
+"""What the stages of one run share: the experiment, run directory, data, flows and couplings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,15 +10,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from flowkit.experiment.components import (
-    build_coupling,
-    build_data,
-    build_flow,
-    flow_spec,
-    pick_device,
-)
+from flowkit.experiment.components import build_coupling, build_data, build_flow, pick_device
 from flowkit.experiment.rundir import WEIGHTS_FILE, RunDir
+from flowkit.experiment.schema import Experiment
 from flowkit.flow import Flow
+from flowkit.seeds import derive_seed
+
+#: The stream of the evaluation sets (no stage trains on it).
+EVALUATION_STREAM = -1
 
 
 @contextmanager
@@ -32,8 +31,8 @@ def restored_threads() -> Iterator[None]:
 
 
 def stage_seed(seed: int, index: int) -> int:
-    """Seed of stage ``index``: distinct, reproducible streams per stage."""
-    return seed * 1009 + index + 1
+    """Seed of stage ``index`` (``-1``: the evaluation sets), one stream each."""
+    return derive_seed(seed, index)
 
 
 @dataclass
@@ -41,7 +40,7 @@ class Context:
     """State shared by the stages of one run.
 
     Attributes:
-        config: the resolved experiment.
+        experiment: the validated experiment.
         run: the run directory (all writes go through it).
         device: torch device of the flows.
         source, target: the data distributions.
@@ -52,7 +51,7 @@ class Context:
         quiet: no progress bars or log lines.
     """
 
-    config: dict[str, Any]
+    experiment: Experiment
     run: RunDir
     device: torch.device
     source: Any
@@ -64,14 +63,13 @@ class Context:
     quiet: bool = False
 
     @classmethod
-    def create(cls, config: dict[str, Any], run: RunDir, quiet: bool = False) -> Context:
-        if config["threads"] is not None:
-            torch.set_num_threads(config["threads"])
-        source, target = build_data(config)
-        base = build_coupling(config["coupling"], source, target)
-        return cls(
-            config, run, pick_device(config["device"]), source, target, base, base, quiet=quiet
-        )
+    def create(cls, experiment: Experiment, run: RunDir, quiet: bool = False) -> Context:
+        if experiment.threads is not None:
+            torch.set_num_threads(experiment.threads)
+        source, target = build_data(experiment.data)
+        base = build_coupling(experiment.coupling, source, target)
+        device = pick_device(experiment.device)
+        return cls(experiment, run, device, source, target, base, base, quiet=quiet)
 
     @property
     def progress(self) -> bool:
@@ -83,39 +81,30 @@ class Context:
             tqdm.write(message)
 
     def last_flow(self) -> str:
+        """The name of the latest flow."""
         return next(reversed(self.flows))
 
-    def teacher_name(self, stage: Mapping[str, Any]) -> str:
-        """The flow a reflow/distill stage starts from: ``teacher``, else the last flow."""
-        return stage.get("teacher") or next(reversed(self.flows))
-
-    def spec_of(self, stage: Mapping[str, Any]) -> dict[str, Any]:
-        """Model, path and prediction of a stage's flow (a student copies its teacher's)."""
-        if stage["type"] == "train":
-            return flow_spec(self.config, stage)
-        return self.specs[self.teacher_name(stage)]
-
-    def new_flow(self, stage: Mapping[str, Any], seed: int = 0) -> Flow:
-        """A freshly initialised flow for ``stage``; its initial weights depend only on ``seed``."""
+    def new_flow(self, spec: Mapping[str, Any], seed: int = 0) -> Flow:
+        """A freshly initialised flow of ``spec``; its initial weights depend only on ``seed``."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return build_flow(self.config, self.spec_of(stage), self.device)
+            return build_flow(spec, self.device)
 
-    def save_flow(self, stage: Mapping[str, Any], flow: Flow) -> None:
-        """Keep ``flow`` as the stage's result and write its final weights."""
-        self.specs[stage["name"]] = self.spec_of(stage)
-        self.flows[stage["name"]] = flow
-        self.run.save_tensors(f"stages/{stage['name']}/{WEIGHTS_FILE}", flow.state_dict())
+    def keep_flow(self, name: str, flow: Flow, spec: Mapping[str, Any]) -> None:
+        """Hold ``flow`` (and its spec) as the result of stage ``name``."""
+        self.specs[name] = dict(spec)
+        self.flows[name] = flow
 
-    def load_flow(self, stage: Mapping[str, Any], info: Mapping[str, Any]) -> Flow:
-        """Rebuild a finished stage's flow from its final weights (on resume, or for eval)."""
-        flow = self.new_flow(stage)
-        state = self.run.load_tensors(f"stages/{stage['name']}/{WEIGHTS_FILE}")
+    def save_flow(self, name: str, flow: Flow, spec: Mapping[str, Any]) -> None:
+        """Keep ``flow`` as stage ``name``'s result and write its final weights."""
+        self.keep_flow(name, flow, spec)
+        self.run.save_tensors(f"stages/{name}/{WEIGHTS_FILE}", flow.state_dict())
+
+    def load_flow(self, name: str, spec: Mapping[str, Any], info: Mapping[str, Any]) -> Flow:
+        """Rebuild stage ``name``'s flow from its final weights (on resume, or for eval)."""
+        flow = self.new_flow(spec)
+        state = self.run.load_tensors(f"stages/{name}/{WEIGHTS_FILE}")
         flow.load_state_dict({k: v.to(self.device) for k, v in state.items()})
         flow.deterministic_coupling = bool(info.get("deterministic_coupling", False))
-        self.specs[stage["name"]] = self.spec_of(stage)
-        self.flows[stage["name"]] = flow
+        self.keep_flow(name, flow, spec)
         return flow
-
-
-Runner = Callable[[Context, dict[str, Any], int], dict[str, Any]]

@@ -19,9 +19,10 @@ import flowkit
 from flowkit import distributed
 from flowkit.couplings import IndependentCoupling
 from flowkit.experiment.components import evaluation_distributions
-from flowkit.experiment.context import Context, stage_seed
+from flowkit.experiment.context import EVALUATION_STREAM, Context, stage_seed
 from flowkit.experiment.plots import write_plots
-from flowkit.experiment.spec import registry, split_solver
+from flowkit.experiment.schema import Evaluation
+from flowkit.experiment.specs import SolverSpec, registry
 from flowkit.flow import Flow
 from flowkit.registry import Registry
 
@@ -39,20 +40,10 @@ def metric_value(spec: Any, generated: Tensor, target: Tensor) -> tuple[str, flo
     return metric.name, float(metric(flat(generated), flat(target)))
 
 
-def solve(flow: Flow, x0: Tensor, cond: dict[str, Tensor], solver: str, **kwargs: Any) -> Any:
+def solve(flow: Flow, x0: Tensor, cond: dict[str, Tensor], **kwargs: Any) -> Any:
     """``fk.sample`` with the conditions passed only when there are any; under torchrun each
     rank integrates a slice of ``x0`` and every rank gets the whole result."""
-    return distributed.sharded_sample(flow, x0, solver=solver, cond=cond or None, **kwargs)
-
-
-def solver_runs(spec: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The solves of one evaluation solver spec: one per entry of a ``steps`` list."""
-    name, sample_args, options = split_solver(spec)
-    steps = sample_args.pop("steps", None)
-    if steps is None:
-        return [(name, {**sample_args, **options})]
-    steps = steps if isinstance(steps, list) else [steps]
-    return [(name, {**sample_args, **options, "steps": k}) for k in steps]
+    return distributed.sharded_sample(flow, x0, cond=cond or None, **kwargs)
 
 
 def evaluate_flow(
@@ -60,29 +51,29 @@ def evaluate_flow(
     name: str,
     flow: Flow,
     data: Mapping[str, Any],
-    options: Mapping[str, Any],
+    options: Evaluation,
     stage: str,
 ) -> list[dict[str, Any]]:
     """Rows (one per solve) for ``flow``; each row is also appended to metrics.jsonl."""
     rows = []
-    runs = [run for spec in options["solvers"] for run in solver_runs(spec)]
+    runs = [run for spec in options.solvers for run in SolverSpec.parse(spec).runs()]
     bar = tqdm(runs, desc=f"evaluate {name}", unit="solve", disable=not ctx.progress, leave=False)
-    for solver, kwargs in bar:
+    for run in bar:
         start = time.perf_counter()
-        sol = solve(flow, data["x0"], data["cond"], solver, **kwargs)
+        sol = solve(flow, data["x0"], data["cond"], **run.arguments())
         row: dict[str, Any] = {
             "kind": "eval",
             "stage": stage,
             "flow": name,
-            "solver": solver,
-            "steps": kwargs.get("steps"),
+            "solver": run.name,
+            "steps": run.sample_args.get("steps"),
             "nfe": int(sol.nfe),
             "seconds": time.perf_counter() - start,
         }
-        row.update(metric_value(m, sol.x, data["x1"]) for m in options["metrics"])
+        row.update(metric_value(m, sol.x, data["x1"]) for m in options.metrics)
         ctx.run.append_metric(row)
         rows.append(row)
-    if options["straightness"]:
+    if options.straightness:
         measured = flowkit.metrics.trajectory_metrics(
             flow, data["x0"], "euler", TRAJECTORY_STEPS, cond=data["cond"] or None
         )
@@ -99,7 +90,7 @@ def evaluate_flow(
     return rows
 
 
-def evaluation_data(ctx: Context, options: Mapping[str, Any]) -> dict[str, Any]:
+def evaluation_data(ctx: Context, options: Evaluation) -> dict[str, Any]:
     """Source samples (with conditions) and target samples, the same for every evaluate stage
     with the same ``n_samples``, ``source`` and ``target``.
 
@@ -108,10 +99,10 @@ def evaluation_data(ctx: Context, options: Mapping[str, Any]) -> dict[str, Any]:
     ``source``/``target`` the sources are those of the experiment's coupling; with them, an
     independent coupling of the two draws the sources and their conditions.
     """
-    n = options["n_samples"]
-    g = torch.Generator().manual_seed(stage_seed(ctx.config["seed"], -1))
+    n = options.n_samples
+    g = torch.Generator().manual_seed(stage_seed(ctx.experiment.seed, EVALUATION_STREAM))
     coupling, target = ctx.base_coupling, ctx.target
-    if options.get("source") is not None or options.get("target") is not None:
+    if options.source is not None or options.target is not None:
         source, target = evaluation_distributions(options, ctx.source, ctx.target)
         coupling = IndependentCoupling(source, target)
     x0, cond = coupling.sample_source(n, generator=g)
@@ -124,7 +115,7 @@ def evaluation_data(ctx: Context, options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_flows(
-    ctx: Context, flows: Mapping[str, Flow], options: Mapping[str, Any], stage: str
+    ctx: Context, flows: Mapping[str, Flow], options: Evaluation, stage: str
 ) -> list[dict[str, Any]]:
     """Evaluate every flow, record the rows and write the plots."""
     data = evaluation_data(ctx, options)
@@ -134,7 +125,7 @@ def evaluate_flows(
         flow.eval()
         with torch.no_grad():
             rows += evaluate_flow(ctx, name, flow, data, options, stage)
-    if ctx.config["plots"]["enabled"] and ctx.run.writer:
-        metrics = [Registry.split_spec(m, "metric")[0] for m in options["metrics"]]
+    if ctx.experiment.plots.enabled and ctx.run.writer:
+        metrics = [Registry.split_spec(m, "metric")[0] for m in options.metrics]
         write_plots(ctx, flows, data, stage, metrics[0] if metrics else None)
     return rows

@@ -66,7 +66,7 @@ def write_plots(
     metric: str | None,
 ) -> None:
     """Write every plot that applies to this data; ``metric`` is the one plotted against NFE."""
-    opts = ctx.config["plots"]
+    opts = ctx.experiment.plots
     records = ctx.run.read_metrics()
     train = [r for r in records if r.get("kind") == "train"]
     if train:
@@ -76,12 +76,12 @@ def write_plots(
     is_image = target.ndim == 4
     with torch.no_grad():
         if is_2d or is_image:
-            n = min(opts["n_points"], len(target)) if is_2d else min(64, len(target))
-            samples = euler_samples(flows, data, n, opts["nfe"])
+            n = min(opts.n_points, len(target)) if is_2d else min(64, len(target))
+            samples = euler_samples(flows, data, n, opts.nfe)
             figure = figs.samples_figure if is_2d else figs.images_figure
             save(ctx, f"{stage}_samples", figure(target[:n], samples))
-        if is_2d and opts["trajectories"] > 0:
-            traj, times = trajectories(flows, data, opts["trajectories"], opts["trajectory_steps"])
+        if is_2d and opts.trajectories > 0:
+            traj, times = trajectories(flows, data, opts.trajectories, opts.trajectory_steps)
             save(ctx, f"{stage}_trajectories", figs.trajectories_figure(traj, times))
     rows = [r for r in records if r.get("stage") == stage]
     evals = [r for r in rows if r.get("kind") == "eval"]

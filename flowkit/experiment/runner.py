@@ -16,15 +16,14 @@ import torch
 
 import flowkit
 from flowkit import distributed
-from flowkit.experiment.components import build_coupling
 from flowkit.experiment.config import load_config
 from flowkit.experiment.context import Context, restored_threads
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.report import write_report
 from flowkit.experiment.rundir import RunDir
-from flowkit.experiment.spec import split_solver
-from flowkit.experiment.stages import RUNNERS, run_evaluate
-from flowkit.experiment.validate import FLOW_STAGES, validate
+from flowkit.experiment.schema import Experiment, validate
+from flowkit.experiment.specs import SolverSpec
+from flowkit.experiment.stages import STAGE_TYPES
 from flowkit.flow import Flow
 
 ConfigSource = str | os.PathLike | Mapping[str, Any] | None
@@ -36,18 +35,20 @@ class RunResult:
 
     Attributes:
         run_dir: the run directory.
-        config: the resolved experiment.
+        config: the validated experiment.
         flows: the trained flows by stage name.
         metrics: the records of metrics.jsonl.
     """
 
     run_dir: Path
-    config: dict[str, Any]
+    config: Experiment
     flows: dict[str, Flow]
     metrics: list[dict[str, Any]]
 
 
-def resolve(config: ConfigSource = None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> dict:
+def resolve(
+    config: ConfigSource = None, overrides: Iterable[str] | Mapping[str, Any] = ()
+) -> Experiment:
     """Load, override and validate an experiment (raises :class:`ConfigError`)."""
     source = "" if config is None or isinstance(config, Mapping) else str(config)
     return validate(load_config(config, overrides), source)
@@ -65,36 +66,27 @@ def check_same_config(stored: Mapping[str, Any], given: Mapping[str, Any], run: 
         )
 
 
-def restore(ctx: Context, stage: Mapping[str, Any], info: Mapping[str, Any]) -> None:
-    """Bring a finished stage's results back into ``ctx`` without rerunning it."""
-    if stage["type"] in FLOW_STAGES:
-        ctx.load_flow(stage, info)
-    if stage["type"] == "reflow":
-        store = str(ctx.run.stage_path(stage["name"], "pairs"))
-        ctx.coupling = build_coupling({"name": "paired", "store": store}, ctx.source, ctx.target)
-
-
 def open_run(
     config: ConfigSource,
     overrides: Iterable[str] | Mapping[str, Any],
     out: str | os.PathLike,
     resume: bool | str | os.PathLike,
-) -> tuple[dict[str, Any], RunDir]:
-    """The resolved experiment and its run directory (new, or the one to resume)."""
+) -> tuple[Experiment, RunDir]:
+    """The validated experiment and its run directory (new, or the one to resume)."""
     if resume is False:
-        resolved = resolve(config, overrides)
-        run = RunDir.create(out, resolved["name"])
-        run.write_config(resolved)
-        return resolved, run
+        experiment = resolve(config, overrides)
+        run = RunDir.create(out, experiment.name)
+        run.write_config(experiment.resolved)
+        return experiment, run
     if resume is True:
-        resolved = resolve(config, overrides)
-        run = RunDir.latest(out, resolved["name"])
+        experiment = resolve(config, overrides)
+        run = RunDir.latest(out, experiment.name)
     else:
         run = RunDir.existing(resume)
-        resolved = None if config is None and not overrides else resolve(config, overrides)
+        experiment = None if config is None and not overrides else resolve(config, overrides)
     stored = validate(run.read_config(), str(run.path("config.yaml")))
-    if resolved is not None:
-        check_same_config(stored, resolved, run)
+    if experiment is not None:
+        check_same_config(stored.resolved, experiment.resolved, run)
     return stored, run
 
 
@@ -136,37 +128,36 @@ def run_stages(
     quiet: bool,
 ) -> RunResult:
     """The body of :func:`run` (which restores torch's thread count afterwards)."""
-    resolved, run_dir = distributed.from_rank_zero(open_run, config, overrides, out, resume)
+    experiment, run_dir = distributed.from_rank_zero(open_run, config, overrides, out, resume)
     run_dir.writer = distributed.is_writer()  # under torchrun: rank 0 writes, all ranks work
-    ctx = Context.create(resolved, run_dir, quiet=quiet or not run_dir.writer)
-    finished = {s["name"] for s in resolved["stages"] if run_dir.done(s["name"]) is not None}
+    ctx = Context.create(experiment, run_dir, quiet=quiet or not run_dir.writer)
+    finished = {s.name for s in experiment.stages if run_dir.done(s.name) is not None}
     if resume is not False:
         run_dir.keep_metrics(lambda r: r.get("stage") in finished)
     ctx.log(f"run directory: {run_dir.root}")
-    for index, stage in enumerate(resolved["stages"]):
-        info = run_dir.done(stage["name"])
+    for stage in experiment.stages:
+        info = run_dir.done(stage.name)
         if info is not None:
-            ctx.log(f"[{stage['name']}] finished earlier; skipped")
-            restore(ctx, stage, info)
+            ctx.log(f"[{stage.name}] finished earlier; skipped")
+            stage.restore(ctx, info)
             continue
-        ctx.log(f"[{stage['name']}] {stage['type']}")
-        info = RUNNERS[stage["type"]](ctx, stage, index)
-        run_dir.mark_done(stage["name"], info)
+        ctx.log(f"[{stage.name}] {stage.type}")
+        run_dir.mark_done(stage.name, stage.run(ctx))
         distributed.barrier()
-    write_report(resolved, run_dir)
+    write_report(ctx)
     ctx.log(f"report: {run_dir.path('report.md')}")
-    return RunResult(run_dir.root, resolved, dict(ctx.flows), run_dir.read_metrics())
+    return RunResult(run_dir.root, experiment, dict(ctx.flows), run_dir.read_metrics())
 
 
 def load_run(run_dir: str | os.PathLike, quiet: bool = True) -> Context:
     """A finished (or partly finished) run with the flows of its finished stages loaded."""
     run_dir = RunDir.existing(run_dir)
-    config = validate(run_dir.read_config(), str(run_dir.path("config.yaml")))
-    ctx = Context.create(config, run_dir, quiet=quiet)
-    for stage in config["stages"]:
-        info = run_dir.done(stage["name"])
-        if info is not None and stage["type"] != "evaluate":
-            restore(ctx, stage, info)
+    experiment = validate(run_dir.read_config(), str(run_dir.path("config.yaml")))
+    ctx = Context.create(experiment, run_dir, quiet=quiet)
+    for stage in experiment.stages:
+        info = run_dir.done(stage.name)
+        if info is not None:
+            stage.restore(ctx, info)
     if not ctx.flows:
         raise ConfigError([("run", f"{str(run_dir.root)!r} has no finished flow stage yet")])
     return ctx
@@ -180,15 +171,18 @@ def evaluate_run(run_dir: str | os.PathLike, quiet: bool = False) -> list[dict[s
 
 def evaluate_stages(ctx: Context) -> list[dict[str, Any]]:
     """The body of :func:`evaluate_run`."""
-    stages = [(i, s) for i, s in enumerate(ctx.config["stages"]) if s["type"] == "evaluate"]
+    experiment = ctx.experiment
+    stages = [s for s in experiment.stages if s.rerun_on_eval]
     if not stages:
-        stages = [(len(ctx.config["stages"]), {"type": "evaluate", "name": "evaluate"})]
-        ctx.config["stages"].append(stages[0][1])
-    names = {s["name"] for _, s in stages}
+        stage = STAGE_TYPES.get("evaluate").factory(name="evaluate", index=len(experiment.stages))
+        stage.resolve(experiment, None, "", [])
+        experiment.stages.append(stage)
+        stages = [stage]
+    names = {s.name for s in stages}
     ctx.run.keep_metrics(lambda r: r.get("stage") not in names)
-    for index, stage in stages:
-        ctx.run.mark_done(stage["name"], run_evaluate(ctx, stage, index))
-    write_report(ctx.config, ctx.run)
+    for stage in stages:
+        ctx.run.mark_done(stage.name, stage.run(ctx))
+    write_report(ctx)
     return [r for r in ctx.run.read_metrics() if r.get("stage") in names]
 
 
@@ -205,13 +199,11 @@ def sample_run(
     name = stage or next(reversed(ctx.flows))
     if name not in ctx.flows:
         raise ConfigError([("--stage", f"must be one of {', '.join(ctx.flows)}, got {name!r}")])
-    solver_name, sample_args, options = split_solver(solver)
+    spec = SolverSpec.parse(solver)
     if steps is not None:
-        sample_args["steps"] = steps
+        spec.sample_args["steps"] = steps
     g = torch.Generator().manual_seed(seed)
     x0, cond = ctx.base_coupling.sample_source(n, generator=g)
     flow = ctx.flows[name].eval()
-    sol = flowkit.sample(
-        flow, x0.to(ctx.device), solver=solver_name, cond=cond or None, **sample_args, **options
-    )
+    sol = flowkit.sample(flow, x0.to(ctx.device), cond=cond or None, **spec.arguments())
     return sol.x.cpu()

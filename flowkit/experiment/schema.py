@@ -1,193 +1,331 @@
-"""The experiment schema: every key a YAML experiment may hold, its type, default and meaning.
+"""The experiment: typed sections, each option declared once, and :func:`validate`.
 
-``SCHEMA`` is the single source of truth for validation (:mod:`flowkit.experiment.validate`), for
-filling defaults (``SCHEMA.resolve``) and for the generated reference ``docs/yaml.md``
-(:mod:`flowkit.experiment.reference`). Stage overrides (``stages[i].training`` ...) reuse the same
-fields as partial sections, so a stage can change any training option and nothing else.
+A YAML experiment becomes an :class:`Experiment`: top-level options, the ``data``,
+``training`` (the options of ``fk.train``, from :class:`~flowkit.training.TrainConfig`),
+``evaluation`` and ``plots`` sections, and the typed stages (one class per stage type, see
+:mod:`flowkit.experiment.stages`). :func:`validate` reports every problem with its key path in
+one :class:`ConfigError`, and checks each value with the code that will use it, so an
+experiment that validates runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from flowkit.experiment.fields import (
-    REQUIRED,
-    Field,
-    Number,
-    Problems,
-    Section,
-    Tagged,
+from flowkit.checks import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    Flag,
+    Integer,
+    ListOf,
+    Nullable,
+    OneOf,
+    OptionError,
     Text,
-    join_key,
+    did_you_mean,
 )
-from flowkit.experiment.sections import (
-    check_sample_metrics,
-    evaluation_fields,
-    plots_fields,
-    training_fields,
-)
-from flowkit.experiment.spec import Component, Solver
+from flowkit.experiment.errors import ConfigError
+from flowkit.experiment.parse import construct, parse_section, yaml_fields
+from flowkit.experiment.specs import Problems, check_component, check_solver, join_key, registry
+from flowkit.options import check_options, option
 from flowkit.paths.affine import PREDICTIONS
+from flowkit.training.config import TrainConfig
 
-DEVICE_PREFIXES = ("cpu", "cuda", "mps", "auto")
-
-
-def check_device(value: Mapping[str, Any], key: str, problems: Problems) -> None:
-    """``device`` must be ``cpu``, ``auto``, ``mps``, ``cuda`` or ``cuda:N``."""
-    device = value.get("device")
-    if not isinstance(device, str):
-        return
-    head, _, index = device.partition(":")
-    if head not in DEVICE_PREFIXES or (index and (head != "cuda" or not index.isdigit())):
-        problems.append(
-            (join_key(key, "device"), f"must be cpu, auto, mps, cuda or cuda:N, got {device!r}")
-        )
-    elif head == "cuda" and not torch.cuda.is_available():
-        problems.append(
-            (join_key(key, "device"), f"{device!r} requested, but CUDA is not available")
-        )
-    elif head == "cuda" and index and int(index) >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        problems.append((join_key(key, "device"), f"{device!r} requested, but {count} GPU(s) seen"))
+Spec = str | dict[str, Any]
+TRAINING_DEFAULTS = {"steps": 2000, "batch_size": 256, "checkpoint_every": 500}
 
 
-def component_overrides() -> dict[str, Field]:
-    """What a training stage may change about the flow it trains."""
-    return {
-        "model": Component(doc="Model (default: the top-level `model`).", kind="models"),
-        "path": Component(doc="Path (default: the top-level `path`).", kind="paths"),
-        "prediction": Text(doc="Model output (default: top-level).", choices=PREDICTIONS),
-    }
+def check_device(device: Any, name: str = "device") -> str:
+    """``cpu``, ``auto``, ``mps``, ``cuda`` or ``cuda:N``, and available on this machine."""
+    head, _, index = str(device).partition(":")
+    valid = head in ("cpu", "auto", "mps", "cuda") and (not index or (head, index.isdigit()) == ("cuda", True))
+    if not isinstance(device, str) or not valid:
+        raise OptionError(name, f"must be cpu, auto, mps, cuda or cuda:N, got {device!r}")
+    if head == "cuda" and not torch.cuda.is_available():
+        raise OptionError(name, f"{device!r} requested, but CUDA is not available")
+    if head == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise OptionError(name, f"{device!r} requested, but {torch.cuda.device_count()} GPU(s) seen")
+    if head == "mps" and not torch.backends.mps.is_available():
+        raise OptionError(name, f"{device!r} requested, but MPS is not available")
+    return device
 
 
-def stage_section(doc: str, fields: dict[str, Field], extra_check: Any = None) -> Section:
-    common: dict[str, Field] = {
-        "type": Text(doc="Stage type.", default=REQUIRED),
-        "name": Text(
-            doc="Unique stage name (default: the type, numbered if repeated).", nullable=True
-        ),
-    }
-    fields = {k: replace(f, nullable=True) if f.default is None else f for k, f in fields.items()}
-    return Section(doc=doc, fields={**common, **fields}, extra_check=extra_check)
+class Solvers:
+    """A list of solver specs (``steps`` may be a list: one evaluation per step count)."""
+
+    def collect(self, value: Any, key: str, problems: Problems) -> Any:
+        if not isinstance(value, list) or not value:
+            problems.append((key, f"must be a non-empty list of solver specs, got {value!r}"))
+            return value
+        for i, spec in enumerate(value):
+            check_solver(spec, join_key(key, i), problems, many_steps=True)
+        return value
+
+    def describe(self) -> str:
+        return "a list of solver specs"
 
 
-def pair_fields(num_pairs: int) -> dict[str, Field]:
-    """Teacher, pair solver and size, shared by reflow and distill stages."""
-    return {
-        "teacher": Text(doc="Stage whose flow generates the pairs (default: the last flow)."),
-        "solver": Solver(
-            doc="Solver that maps x0 to the teacher's x1.",
-            default={"name": "dopri5", "rtol": 1e-5, "atol": 1e-5},
-        ),
-        "num_pairs": Number(doc="Pairs generated.", default=num_pairs, integer=True, minimum=1),
-        "init": Text(
-            doc="Start the new flow from the teacher's weights or from scratch.",
-            default="teacher",
-            choices=("teacher", "fresh"),
-        ),
-        "training": Section(
-            doc="Overrides of the top-level `training` options.",
-            fields=training_fields(),
-            partial=True,
-        ),
-    }
+class OneSolver:
+    """One solver spec (the teacher's solver of reflow and distill stages)."""
+
+    def collect(self, value: Any, key: str, problems: Problems) -> Any:
+        check_solver(value, key, problems)
+        return value
+
+    def describe(self) -> str:
+        return "a solver spec"
 
 
-STAGES = Tagged(
-    doc="The pipeline, run in order: `train`, `reflow`, `distill` and `evaluate` stages.",
-    default=[{"type": "train"}, {"type": "evaluate"}],
-    variants={
-        "train": stage_section(
-            "Train a flow on the current coupling (the top-level `coupling`, or the pairs of the "
-            "last reflow stage).",
-            {
-                **component_overrides(),
-                "coupling": Component(
-                    doc="Coupling for this stage (default: the current coupling).",
-                    kind="couplings",
-                    build_check=False,
-                ),
-                "init": Text(doc="Stage whose final weights initialise this flow (default: none)."),
-                "training": Section(
-                    doc="Overrides of the top-level `training` options.",
-                    fields=training_fields(),
-                    partial=True,
-                ),
-            },
-        ),
-        "reflow": stage_section(
-            "Generate (x0, teacher(x0)) pairs and train the next rectified flow on them.",
-            pair_fields(20000),
-        ),
-        "distill": stage_section(
-            "Distil the teacher into a `steps_k`-step student trained on its pairs.",
-            {
-                **pair_fields(20000),
-                "steps_k": Number(
-                    doc="Student steps (1: one-step).", default=1, integer=True, minimum=1
-                ),
-            },
-        ),
-        "evaluate": stage_section(
-            "Evaluate flows (solvers × NFE × metrics) and write plots and report.md.",
-            {k: replace(f, default=None) for k, f in evaluation_fields().items()},
-            check_sample_metrics,
-        ),
-    },
-)
+class SampleMetrics:
+    """A list of registered metrics that compare two sample sets."""
 
-SCHEMA = Section(
-    doc="A flowkit experiment.",
-    extra_check=check_device,
-    fields={
-        "name": Text(doc="Experiment name (prefix of the run directory).", default="experiment"),
-        "description": Text(doc="One-line description shown in report.md.", default=""),
-        "seed": Number(doc="Seed of every random stream.", default=0, integer=True, minimum=0),
-        "device": Text(doc="cpu, cuda, cuda:N, mps or auto.", default="cpu"),
-        "threads": Number(
-            doc="torch CPU threads (null: torch's default).", nullable=True, integer=True, minimum=1
-        ),
-        "data": Section(
-            doc="Source and target distributions.",
-            default={},
-            fields={
-                "source": Component(
-                    doc="Source distribution (null: standard Gaussian of the target's shape).",
-                    nullable=True,
-                    kind="distributions",
-                ),
-                "target": Component(
-                    doc="Target distribution.", default="moons", kind="distributions"
-                ),
-            },
-        ),
-        "path": Component(
-            doc="Probability path (`flowkit list paths`).", default="rectified", kind="paths"
-        ),
-        "prediction": Text(doc="What the model predicts.", default="velocity", choices=PREDICTIONS),
-        "model": Component(
-            doc="Network (`flowkit list models`).", default={"name": "mlp", "dim": 2}, kind="models"
-        ),
-        "coupling": Component(
-            doc="How training pairs are drawn; `source`/`target` default to `data`.",
-            default="independent",
-            kind="couplings",
-            build_check=False,
-        ),
-        "training": Section(
-            doc="Training options (`fk.train`).", default={}, fields=training_fields()
-        ),
-        "evaluation": Section(
-            doc="Evaluation options.",
-            default={},
-            fields=evaluation_fields(),
-            extra_check=check_sample_metrics,
-        ),
-        "plots": Section(doc="Plot options.", default={}, fields=plots_fields()),
-        "stages": STAGES,
-    },
-)
+    def collect(self, value: Any, key: str, problems: Problems) -> Any:
+        if not isinstance(value, list):
+            problems.append((key, f"must be a list of metric specs, got {value!r}"))
+            return value
+        for i, spec in enumerate(value):
+            item = join_key(key, i)
+            before = len(problems)
+            check_component("metrics", spec, item, problems)
+            if len(problems) > before:
+                continue
+            metric = registry("metrics").build(spec)
+            if metric.inputs != "samples":
+                problems.append(
+                    (
+                        item,
+                        f"{metric.name!r} takes {metric.inputs}, not two sample sets; evaluation "
+                        "metrics compare generated and target samples (straightness and transport "
+                        "cost are measured with `straightness: true`)",
+                    )
+                )
+        return value
+
+    def describe(self) -> str:
+        return "a list of metric specs"
+
+
+@dataclass
+class Data:
+    """Source and target distributions."""
+
+    source: Spec | None = option(
+        "Source distribution (null: standard Gaussian of the target's shape).",
+        kind="distributions",
+        default=None,
+    )
+    target: Spec = option("Target distribution.", kind="distributions", default="moons")
+
+
+@dataclass
+class Evaluation:
+    """Evaluation options (the top-level `evaluation` section; an `evaluate` stage may override
+    any of them)."""
+
+    n_samples: int = option(
+        "Generated and target samples per metric.", Integer(minimum=2), 2000
+    )
+    solvers: list[Spec] = option(
+        "Solvers to evaluate; a list of `steps` gives one row per step count.",
+        Solvers(),
+        [{"name": "euler", "steps": [1, 2, 4, 8, 100]}, {"name": "dopri5", "rtol": 1e-5, "atol": 1e-5}],
+    )
+    metrics: list[Spec] = option(
+        "Sample metrics comparing generated and target samples (`flowkit list metrics`).",
+        SampleMetrics(),
+        ["w2", "energy_distance"],
+    )
+    straightness: bool = option(
+        "Also measure straightness and transport cost along each flow's trajectories.",
+        Flag(),
+        True,
+    )
+    source: Spec | None = option(
+        "Distribution of the evaluation's source samples (null: the data source). "
+        "`{name: gaussian, quasi_random: true}` gives an even (scrambled Sobol) set, which "
+        "with a stratified `target` measures the flow rather than the luck of the draw.",
+        kind="distributions",
+        default=None,
+    )
+    target: Spec | None = option(
+        "Distribution of the reference target samples (null: the data target), e.g. "
+        "`{name: moons, stratified: true}`; same event shape as the data target.",
+        kind="distributions",
+        default=None,
+    )
+    flows: list[str] | None = option(
+        "Names of the stages whose flows are evaluated (null: every flow so far).",
+        Nullable(ListOf(Text())),
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+@dataclass
+class Plots:
+    """Plot options (`plots/*.png`)."""
+
+    enabled: bool = option("Write PNG plots and embed them in report.md.", Flag(), True)
+    nfe: list[int] = option(
+        "Euler step counts shown in the samples grid.", ListOf(POSITIVE_INT), [1, 2, 8, 100]
+    )
+    n_points: int = option("Points per scatter panel.", POSITIVE_INT, 1000)
+    trajectories: int = option(
+        "Trajectories drawn per flow in trajectories.png (0: no trajectory plot).",
+        NON_NEGATIVE_INT,
+        64,
+    )
+    trajectory_steps: int = option("Euler steps of the plotted trajectories.", POSITIVE_INT, 100)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+class StageList:
+    """The pipeline: a non-empty list of stages, each a mapping with a registered `type`."""
+
+    def collect(self, value: Any, key: str, problems: Problems) -> list[Any]:
+        from flowkit.experiment.stages import STAGE_TYPES
+
+        if not isinstance(value, list) or not value:
+            problems.append((key, f"must be a non-empty list, got {value!r}"))
+            return value
+        out = []
+        for i, item in enumerate(value):
+            item_key = join_key(key, i)
+            out.append(item)
+            if not isinstance(item, Mapping):
+                problems.append((item_key, f"must be a mapping with a 'type', got {item!r}"))
+                continue
+            kind = item.get("type")
+            if kind not in STAGE_TYPES:
+                names = STAGE_TYPES.names()
+                problems.append(
+                    (
+                        join_key(item_key, "type"),
+                        f"must be one of {', '.join(names)}, got {kind!r}."
+                        + did_you_mean(str(kind), names),
+                    )
+                )
+                continue
+            cls = STAGE_TYPES.get(kind).factory
+            resolved = parse_section(yaml_fields(cls), item, item_key, problems, extra_keys=("type",))
+            if resolved is not None:
+                out[-1] = resolved
+        return out
+
+    def describe(self) -> str:
+        return "a list of stages"
+
+
+@dataclass
+class Experiment:
+    """A validated experiment (what :func:`validate` returns and the runner works on).
+
+    Attributes:
+        resolved: the experiment as plain data with every default filled in (``config.yaml``).
+    """
+
+    name: str = option("Experiment name (prefix of the run directory).", Text(), "experiment")
+    description: str = option("One-line description shown in report.md.", Text(), "")
+    seed: int = option("Seed of every random stream.", NON_NEGATIVE_INT, 0)
+    device: str = option("cpu, cuda, cuda:N, mps or auto.", check_device, "cpu")
+    threads: int | None = option(
+        "torch CPU threads (null: torch's default).", Nullable(POSITIVE_INT), None
+    )
+    data: Data = option("Source and target distributions.", None, {}, section=Data)
+    path: Spec = option("Probability path (`flowkit list paths`).", kind="paths", default="rectified")
+    prediction: str = option("What the model predicts.", OneOf(PREDICTIONS), "velocity")
+    model: Spec = option(
+        "Network (`flowkit list models`).", kind="models", default={"name": "mlp", "dim": 2}
+    )
+    coupling: Spec = option(
+        "How training pairs are drawn; `source`/`target` default to `data`.",
+        kind="couplings",
+        default="independent",
+    )
+    training: TrainConfig = option(
+        "Training options (the keywords of `fk.train`).",
+        None,
+        {},
+        section=TrainConfig,
+        defaults=TRAINING_DEFAULTS,
+    )
+    evaluation: Evaluation = option("Evaluation options.", None, {}, section=Evaluation)
+    plots: Plots = option("Plot options.", None, {}, section=Plots)
+    stages: list[Any] = option(
+        "The pipeline, run in order (see the stage types below).",
+        StageList(),
+        [{"type": "train"}, {"type": "evaluate"}],
+    )
+    resolved: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+    def stage(self, name: str) -> Any:
+        """The stage called ``name``."""
+        return next(s for s in self.stages if s.name == name)
+
+
+def stage_names(stages: list[Mapping[str, Any]]) -> list[str]:
+    """Stage names: the given ``name``, else the type, numbered from the second of a type on."""
+    names: list[str] = []
+    counts: dict[str, int] = {}
+    for stage in stages:
+        kind = str(stage.get("type"))
+        counts[kind] = counts.get(kind, 0) + 1
+        default = kind if counts[kind] == 1 else f"{kind}{counts[kind]}"
+        names.append(str(stage.get("name") or default))
+    return names
+
+
+def build_stages(resolved: dict[str, Any], problems: Problems) -> list[Any]:
+    """The typed stages, named (``resolved["stages"]`` gets the names too)."""
+    from flowkit.experiment.stages import STAGE_TYPES
+
+    stages = []
+    for i, (raw, name) in enumerate(
+        zip(resolved["stages"], stage_names(resolved["stages"]), strict=True)
+    ):
+        raw["name"] = name
+        cls = STAGE_TYPES.get(raw["type"]).factory
+        stage = construct(cls, raw, join_key("stages", i), problems, index=i)
+        if stage is not None:
+            stages.append(stage)
+    return stages
+
+
+def validate(config: Any, source: str = "") -> Experiment:
+    """Check ``config`` against the schema, the registries and the code that will run it.
+
+    Returns:
+        The typed :class:`Experiment` (defaults filled in, every stage named and resolved).
+
+    Raises:
+        ConfigError: listing every problem (unknown keys, wrong types, unknown registry names,
+            out-of-range values, bad stage references, data that does not fit) with its key path.
+    """
+    from flowkit.experiment.pipeline import check_pipeline
+
+    problems: Problems = []
+    if not isinstance(config, Mapping):
+        raise ConfigError([("", f"must be a mapping at the top level, got {config!r}")], source)
+    resolved = parse_section(yaml_fields(Experiment), config, "", problems)
+    if problems or resolved is None:
+        raise ConfigError(problems, source)
+    stages = build_stages(resolved, problems)
+    experiment = construct(Experiment, {**resolved, "stages": stages}, "", problems)
+    if problems:
+        raise ConfigError(problems, source)
+    experiment.resolved = resolved
+    check_pipeline(experiment, problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return experiment

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from flowkit.checks import NON_NEGATIVE_INT, POSITIVE_INT, OptionError
+
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 
@@ -60,12 +62,10 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         for arg, val in (("channels", channels), ("hidden", hidden), ("groups", groups)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {val!r}")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+            POSITIVE_INT(val, arg)
+        NON_NEGATIVE_INT(depth, "depth")
         if hidden % groups:
-            raise ValueError(f"hidden ({hidden}) must be a multiple of groups ({groups})")
+            raise OptionError("hidden", f"({hidden}) must be a multiple of groups ({groups})")
         self.channels = channels
         self.time = FourierTime(time_frequencies)
         time_width = 4 * hidden

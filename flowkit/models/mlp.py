@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flowkit.checks import POSITIVE_INT, OneOf
+
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 
@@ -36,12 +38,8 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         for arg, val in (("dim", dim), ("hidden", hidden), ("depth", depth)):
-            if not isinstance(val, int) or val < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {val!r}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
-            )
+            POSITIVE_INT(val, arg)
+        OneOf(tuple(ACTIVATIONS))(activation, "activation")
         self.dim = dim
         self.time = FourierTime(time_frequencies)
         layers: list[nn.Module] = []

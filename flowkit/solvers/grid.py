@@ -100,11 +100,16 @@ def make_grid(
         ValueError: naming the conflicting or invalid arguments.
     """
     given = _given(steps=steps, step_size=step_size, grid=None if grid is None else "[...]")
-    if len(given) != 1:
+    if not given:
         raise OptionError(
             "steps",
             "is required: a fixed-step solver needs exactly one of steps=, step_size= or grid=; "
-            + (f"got {' and '.join(given)}" if given else "got none of them"),
+            "got none of them",
+        )
+    if len(given) > 1:
+        raise ValueError(
+            "a fixed-step solver needs exactly one of steps=, step_size= or grid=; got "
+            f"{' and '.join(given)} (give at most one)"
         )
     shift, mu = _shift(shift, mu)
     if grid is not None:

@@ -1,0 +1,121 @@
+"""The ``evaluate`` stage: every flow × solver × NFE × metric with ``fk.sample``, plus plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from flowkit.experiment.components import evaluation_distributions
+from flowkit.experiment.evaluation import evaluate_flows
+from flowkit.experiment.schema import Evaluation
+from flowkit.experiment.specs import Problems, join_key, report
+from flowkit.experiment.stages.base import STAGE_TYPES, Stage, fmt
+
+FIXED_COLUMNS = ("kind", "stage", "flow", "solver", "steps", "nfe", "seconds")
+
+
+@STAGE_TYPES.register("evaluate")
+@dataclass
+class EvaluateStage(Stage):
+    """Evaluate flows (solvers × NFE × metrics) and write plots and report.md; any option of the
+    top-level `evaluation` may be overridden here.
+
+    Attributes:
+        overrides: the stage's own evaluation options (null ones inherit the top level).
+        options: the merged options the stage runs with.
+    """
+
+    type: ClassVar[str] = "evaluate"
+    needs_flow: ClassVar[bool] = True
+    rerun_on_eval: ClassVar[bool] = True
+    inline_options: ClassVar[type] = Evaluation
+
+    overrides: dict[str, Any] = field(default_factory=dict, kw_only=True)
+    options: Evaluation | None = field(default=None, kw_only=True)
+
+    def references(self, key: str) -> list[tuple[str, str]]:
+        """The evaluated flows, at this stage's key or, when inherited, at ``evaluation``."""
+        own = self.overrides.get("flows")
+        where = join_key(key if own is not None else "evaluation", "flows")
+        flows = own if own is not None else self.options.flows
+        return [(join_key(where, j), name) for j, name in enumerate(flows or [])]
+
+    def resolve(self, experiment: Any, parts: Any, key: str, problems: Problems) -> None:
+        """Merge with the top-level ``evaluation`` and check the evaluation sets fit the data."""
+        own = {k: v for k, v in self.overrides.items() if v is not None}
+        self.options = dataclasses.replace(experiment.evaluation, **own)
+        if parts is None:
+            return
+        for name in ("source", "target"):
+            if getattr(self.options, name) is None:
+                continue
+            where = key if name in own else "evaluation"
+            try:
+                evaluation_distributions(self.options, parts.source, parts.target)
+            except (ValueError, TypeError) as err:
+                report(problems, where, err)
+                return
+
+    def evaluated(self, ctx: Any) -> list[str]:
+        """The names of the flows this stage evaluates."""
+        return self.options.flows or list(ctx.flows)
+
+    def run(self, ctx: Any) -> dict[str, Any]:
+        names = self.evaluated(ctx)
+        rows = evaluate_flows(ctx, {n: ctx.flows[n] for n in names}, self.options, self.name)
+        return {"rows": len(rows), "flows": names}
+
+    def summary(self, info: Mapping[str, Any]) -> str:
+        return "flows: " + ", ".join(info.get("flows", []))
+
+    def report_lines(self, run: Any) -> list[str]:
+        """The evaluation section: sets, metrics table, straightness table and plots."""
+        records = [r for r in run.read_metrics() if r.get("stage") == self.name]
+        evals = [r for r in records if r.get("kind") == "eval"]
+        straight = [r for r in records if r.get("kind") == "straightness"]
+        if not evals and not straight:
+            return []
+        lines = [f"## Evaluation `{self.name}`", "", *self.sets_lines()]
+        if evals:
+            lines += ["Metrics per flow, solver and number of function evaluations (NFE):", ""]
+            lines += [*eval_table(evals), ""]
+        if straight:
+            body = [(r["flow"], r["straightness"], r["transport_cost"]) for r in straight]
+            lines += [*table(("flow", "straightness", "transport cost"), body), ""]
+        for plot in sorted(run.path("plots").glob(f"{self.name}_*.png")):
+            title = plot.stem.removeprefix(f"{self.name}_").replace("_", " ")
+            lines += [f"### {title}", "", f"![{title}](plots/{plot.name})", ""]
+        return lines
+
+    def sets_lines(self) -> list[str]:
+        """A sentence naming the evaluation sets when the evaluation draws its own."""
+        specs = [self.options.source, self.options.target]
+        if specs == [None, None]:
+            return []
+        source, target = (
+            default if spec is None else f"`{json.dumps(spec)}`"
+            for spec, default in zip(specs, ("the data source", "the data target"), strict=True)
+        )
+        n = self.options.n_samples
+        return [f"Evaluation sets: {n} sources from {source}, {n} reference samples from {target}.", ""]
+
+
+def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def eval_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The metrics table: one row per (flow, solver, steps)."""
+    metrics = list(dict.fromkeys(k for r in rows for k in r if k not in FIXED_COLUMNS))
+    header = ("flow", "solver", "steps", "NFE", *metrics, "seconds")
+    body = [
+        (r["flow"], r["solver"], r["steps"], r["nfe"], *(r.get(m) for m in metrics), r["seconds"])
+        for r in rows
+    ]
+    return table(header, body)
