@@ -108,7 +108,8 @@ def test_pinwheel_is_invariant_to_its_rotation_only() -> None:
 
 
 def test_torchcfm_8gaussians_matches_torchcfm() -> None:
-    utils = pytest.importorskip("torchcfm.utils")
+    import torchcfm.utils as utils
+
     torch.manual_seed(0)
     ref = utils.sample_8gaussians(1000)
     ours = fk.data.build("torchcfm_8gaussians").sample(1000, generator=gen())
@@ -124,7 +125,8 @@ def test_torchcfm_8gaussians_matches_torchcfm() -> None:
 
 
 def test_torchcfm_moons_matches_torchcfm() -> None:
-    utils = pytest.importorskip("torchcfm.utils")
+    import torchcfm.utils as utils
+
     np.random.seed(0)
     ref = utils.sample_moons(1000)
     ours = fk.data.build("torchcfm_moons").sample(1000, generator=gen())
@@ -139,13 +141,14 @@ def test_torchcfm_moons_matches_torchcfm() -> None:
 def test_torchcfm_moons_are_torchdyn_grids() -> None:
     # torchdyn's generate_moons puts the points of a set on a fixed grid of angles; the set's
     # only randomness is one uniform offset per point (and, here, the row order).
-    static = pytest.importorskip("torchdyn.datasets.static_datasets")
+    import torchcfm.utils as utils
+    import torchdyn.datasets.static_datasets as static
+
     from flowkit.data.moons import torchdyn_moon_grid
 
     for n in (1, 2, 7, 256):
         ref, _ = static.generate_moons(n, noise=None)
         assert torch.allclose(torchdyn_moon_grid(n), ref, atol=1e-6)
-    utils = pytest.importorskip("torchcfm.utils")
     np.random.seed(0)
     theirs = torch.stack([utils.sample_moons(100).mean(0) for _ in range(300)])
     ours = torch.stack(
@@ -159,7 +162,6 @@ def test_torchcfm_moons_are_torchdyn_grids() -> None:
 
 
 def test_digits_images_labels_and_range() -> None:
-    pytest.importorskip("sklearn")
     from sklearn.datasets import load_digits
 
     d = fk.data.build({"name": "digits", "conditional": True})
@@ -177,7 +179,6 @@ def test_digits_images_labels_and_range() -> None:
 
 
 def test_digits_class_filter_and_uniform_resampling() -> None:
-    pytest.importorskip("sklearn")
     d = fk.data.build({"name": "digits", "classes": [3, 7]})
     _, labels = d.sample_with_labels(4000, generator=gen())
     assert set(labels.tolist()) == {3, 7}

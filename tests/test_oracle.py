@@ -212,7 +212,6 @@ def test_sample_matches_path_moments() -> None:
 
 
 def test_integrating_the_oracle_maps_source_to_target() -> None:
-    pytest.importorskip("flowkit.solvers")
     source, target = mixtures()
     oracle = ExactMarginal(source, target, "cosine")
     x0 = source.sample(1500, generator=gen())

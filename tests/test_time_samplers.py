@@ -154,4 +154,12 @@ def test_bad_parameters_raise(spec, match):
 def test_bad_sample_count_raises():
     with pytest.raises(ValueError, match="n must be a non-negative integer"):
         UShaped().sample(-1)
-    assert isinstance(RegistryError("x"), ValueError)
+
+
+def test_registry_errors_name_the_time_sampler_registry():
+    with pytest.raises(RegistryError, match="valid time sampler names: cosmap, logit_normal"):
+        fk.training.build("uniformm")
+    with pytest.raises(RegistryError, match="time sampler spec must be a name, a mapping or a"):
+        fk.training.build(0.5)  # neither a spec nor an object with sample(n, generator)
+    custom = Uniform()
+    assert fk.training.build(custom) is custom
