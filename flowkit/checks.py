@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,7 +215,21 @@ class ListOf(Check):
 
     def describe(self) -> str:
         one = self.item.describe()
-        return f"{one} or a list of them" if self.scalar_ok else f"a list of {one}"
+        return f"{one} or a list of them" if self.scalar_ok else f"a list, each item {one}"
+
+
+@dataclass(frozen=True)
+class Custom(Check):
+    """A check by a function ``fn(value, name) -> value``, described by ``text``."""
+
+    fn: Callable[[Any, str], Any]
+    text: str
+
+    def __call__(self, value: Any, name: str) -> Any:
+        return self.fn(value, name)
+
+    def describe(self) -> str:
+        return self.text
 
 
 POSITIVE_INT = Integer(minimum=1)

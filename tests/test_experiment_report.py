@@ -11,6 +11,7 @@ from matplotlib.collections import LineCollection
 from flowkit.experiment import plot_figures as figs
 from flowkit.experiment.report import build_report
 from flowkit.experiment.rundir import RunDir
+from flowkit.experiment.schema import validate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -117,7 +118,7 @@ def test_report_tables_and_embedded_plots(tmp_path: Path) -> None:
         }
     )
     run.write_text("plots/evaluate_samples.png", "png")
-    text = build_report(config, run)
+    text = build_report(validate(config), run)
     assert "| t | train | done | 10 steps, final loss 0.5, 1 s |" in text
     assert "| r | reflow | not run |  |" in text
     assert "| flow | solver | steps | NFE | w2 | seconds |" in text
@@ -128,7 +129,7 @@ def test_report_tables_and_embedded_plots(tmp_path: Path) -> None:
     assert "Evaluation sets" not in text  # the data's own source and target
     config["stages"][2]["target"] = {"name": "moons", "stratified": True}
     config["evaluation"] = {"n_samples": 500, "source": None, "target": None}
-    text = build_report(config, run)
+    text = build_report(validate(config), run)
     assert (
         "Evaluation sets: 500 sources from the data source, 500 reference samples from "
         '`{"name": "moons", "stratified": true}`.'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 
 import flowkit as fk
 from flowkit.experiment import ConfigError, evaluate_run, sample_run
-from flowkit.experiment.context import stage_seed
+from flowkit.experiment.context import EVALUATION_STREAM, stage_seed
 from flowkit.experiment.evaluation import evaluation_data
 from flowkit.experiment.runner import RunResult, load_run
 
@@ -86,7 +87,7 @@ def test_metrics_records(tiny_run: RunResult) -> None:
 
 def test_resolved_config_is_saved(tiny_run: RunResult) -> None:
     saved = fk.experiment.RunDir(tiny_run.run_dir).read_config()
-    assert saved == tiny_run.config
+    assert saved == tiny_run.config.resolved
     assert saved["training"]["lr"] == 1e-3
     assert saved["stages"][1]["training"] == {"steps": 20}
 
@@ -139,19 +140,19 @@ def test_sample_run_uses_the_saved_flow(tiny_run: RunResult) -> None:
 
 def test_evaluation_source_and_target_replace_the_data_sets(tiny_run: RunResult) -> None:
     ctx = load_run(tiny_run.run_dir)
-    options = {**ctx.config["evaluation"], "n_samples": 50}
+    options = replace(ctx.experiment.evaluation, n_samples=50)
     plain = evaluation_data(ctx, options)
     source = {"name": "gaussian", "quasi_random": True}
     target = {"name": "moons", "stratified": True}
-    even = evaluation_data(ctx, {**options, "source": source, "target": target})
+    even = evaluation_data(ctx, replace(options, source=source, target=target))
     # The sets are drawn from the evaluation stream in the usual order: the source, a target draw
     # for the conditions, then the reference targets.
-    g = torch.Generator().manual_seed(stage_seed(ctx.config["seed"], -1))
+    g = torch.Generator().manual_seed(stage_seed(ctx.experiment.seed, EVALUATION_STREAM))
     x0 = fk.data.build(source).sample(50, generator=g)
     fk.data.build(target).sample(50, generator=g)
     x1 = fk.data.build(target).sample(50, generator=g)
     torch.testing.assert_close(even["x0"], x0)
     torch.testing.assert_close(even["x1"], x1)
     assert not torch.allclose(plain["x0"], even["x0"])
-    only_target = evaluation_data(ctx, {**options, "target": target})
+    only_target = evaluation_data(ctx, replace(options, target=target))
     torch.testing.assert_close(only_target["x0"], plain["x0"])  # same i.i.d. source draw

@@ -1,16 +1,24 @@
-"""Generate the YAML reference (``docs/yaml.md``) from the schema, so the two cannot drift.
+"""Generate the YAML reference (``docs/yaml.md``) from the option declarations.
 
-Run ``python -m flowkit.experiment.reference > docs/yaml.md`` after changing the schema;
+Every key, type, default and description comes from the same fields that validation reads
+(:class:`~flowkit.experiment.schema.Experiment`, its sections, ``TrainConfig`` and the stage
+classes), so the page cannot drift from the code. Run
+``python -m flowkit.experiment.reference > docs/yaml.md`` after changing an option;
 ``tests/test_docs.py`` fails while the committed page differs from the generated one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 from typing import Any
 
-from flowkit.experiment.fields import REQUIRED, Field, Section, Tagged
-from flowkit.experiment.schema import SCHEMA
+from flowkit.experiment.parse import yaml_fields
+from flowkit.experiment.schema import TRAINING_DEFAULTS, Experiment
+from flowkit.experiment.specs import registry, sample_arguments
+from flowkit.experiment.stages import STAGE_TYPES
+from flowkit.options import MISSING, field_default
 
 INTRO = """# YAML reference
 
@@ -27,67 +35,88 @@ arguments of the component (see the [API reference](api.md)).
 - `flowkit run FILE --set key.path=value` overrides one value; paths use dots and list indices
   (`stages[1].training.steps=500`), values are parsed as YAML (`3e-4`, `[1, 2]`, `null`).
 - Validation runs before any work and reports every problem with its key path; the command
-  then exits with status 2.
-
-A solver spec is a name or `{name, steps | step_size | grid, shift, **options}`: `steps`,
-`step_size`, `grid` and `shift` (SD3/diffusers convention) go to `fk.sample`, anything else
-(`rtol`, `atol`) to the solver.
+  then exits with status 2. Values are checked by the code that will use them (the `training`
+  options by `fk.train`'s own `TrainConfig`, solver specs by `fk.sample`'s planning), so an
+  experiment that validates runs.
 """
 
 
-def default_text(field: Field) -> str:
-    """The default as inline YAML-ish text."""
-    if field.default is REQUIRED:
-        return "required"
-    if field.default is None or isinstance(field, Section):
-        return "null" if field.nullable else ""
-    if isinstance(field.default, bool):
-        return "true" if field.default else "false"
-    if isinstance(field.default, str):
-        return field.default if field.default else '""'
-    return json.dumps(field.default).replace('"', "")
+def type_text(f: dataclasses.Field) -> str:
+    """The allowed values of field ``f`` in words."""
+    if f.metadata.get("section") is not None:
+        return "mapping"
+    kind = f.metadata["kind"]
+    text = f"{registry(kind).kind} spec" if kind else f.metadata["check"].describe()
+    if kind and field_default(f) is None:
+        text += " or null"
+    return text.replace("|", "\\|")
 
 
-def field_table(section: Section, prefix: str) -> list[str]:
+def default_text(value: Any) -> str:
+    """A default as inline YAML-ish text (empty for required options)."""
+    if value is MISSING:
+        return ""
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if value is None:
+        return "`null`"
+    if isinstance(value, str):
+        return f"`{value}`" if value else '`""`'
+    return "`" + json.dumps(value).replace('"', "") + "`"
+
+
+def field_table(fields: dict[str, dataclasses.Field], defaults: dict[str, Any]) -> list[str]:
     """One Markdown table of a section's keys."""
     lines = ["| key | type | default | description |", "|---|---|---|---|"]
-    for name, field in section.fields.items():
-        kind = field.type_name().replace("|", "\\|")
-        if isinstance(field, Section) and field.partial:
-            kind = f"{kind} (keys of [`{name}`](#{anchor(name)}))"
-        elif isinstance(field, Section | Tagged):
-            kind = f"{kind} (see [`{prefix}{name}`](#{anchor(prefix + name)}))"
-        default = default_text(field)
-        cell = f"`{default}`" if default else ""
-        doc = field.doc.replace("|", "\\|")
-        lines.append(f"| `{name}` | {kind} | {cell} | {doc} |")
+    for name, f in fields.items():
+        default = "" if f.metadata.get("section") else default_text(defaults.get(name, field_default(f)))
+        doc = f.metadata["doc"].replace("|", "\\|")
+        lines.append(f"| `{name}` | {type_text(f)} | {default} | {doc} |")
     return lines
 
 
-def anchor(key: str) -> str:
-    """The anchor mkdocs gives a heading ``key`` (lower case, dots and brackets removed)."""
-    return "".join(c for c in key.lower() if c.isalnum() or c in "-_ ").replace(" ", "-")
-
-
-def section_pages(section: Section, prefix: str) -> list[str]:
-    """Headings and tables for the nested sections of ``section``."""
+def section_pages() -> list[str]:
+    """A heading and table for every nested section of the top level."""
     lines: list[str] = []
-    for name, field in section.fields.items():
-        key = prefix + name
-        if isinstance(field, Section) and field.fields:
-            lines += ["", f"## {key}", "", field.doc, "", *field_table(field, f"{key}.")]
-            lines += section_pages(field, f"{key}.")
-        elif isinstance(field, Tagged):
-            lines += ["", f"## {key}", "", field.doc]
-            for kind, variant in field.variants.items():
-                lines += ["", f"### {key}: {kind}", "", variant.doc, ""]
-                lines += field_table(variant, f"{key}.{kind}.")
+    for name, f in yaml_fields(Experiment).items():
+        section = f.metadata.get("section")
+        if section is None:
+            continue
+        defaults = TRAINING_DEFAULTS if name == "training" else {}
+        lines += ["", f"## {name}", "", f.metadata["doc"], ""]
+        lines += field_table(yaml_fields(section), defaults)
     return lines
 
 
-def generate(schema: Any = SCHEMA) -> str:
+def solver_page() -> list[str]:
+    """The solver spec: sampling arguments from ``fk.sample``'s planning, the rest options."""
+    args = ", ".join(f"`{a}`" for a in sample_arguments())
+    return [
+        "",
+        "## solver specs",
+        "",
+        f"A solver spec is a name or `{{name: ..., **arguments}}`. The sampling arguments {args} "
+        "are those of `fk.sample` (a fixed-step solver needs one of `steps`, `step_size`, "
+        "`grid`; adaptive ones take none of them); every other key is an option of the solver "
+        "(`rtol`, `atol`, `eta`, ...). In `evaluation.solvers`, `steps` may be a list: one row "
+        "per step count.",
+    ]
+
+
+def stage_pages() -> list[str]:
+    """One table per registered stage type."""
+    lines = ["", "## stages", "", yaml_fields(Experiment)["stages"].metadata["doc"]]
+    for entry in STAGE_TYPES.entries():
+        cls = entry.factory
+        lines += ["", f"### stages: {entry.name}", "", inspect.getdoc(cls).split("\n\n")[0].replace("\n", " "), ""]
+        lines += field_table(yaml_fields(cls), {})
+    return lines
+
+
+def generate() -> str:
     """The Markdown text of ``docs/yaml.md``."""
-    lines = [INTRO, "## Top level", "", *field_table(schema, ""), *section_pages(schema, "")]
+    top = field_table(yaml_fields(Experiment), {})
+    lines = [INTRO, "## Top level", "", *top, *section_pages(), *solver_page(), *stage_pages()]
     return "\n".join(lines) + "\n"
 
 

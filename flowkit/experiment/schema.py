@@ -19,6 +19,7 @@ import torch
 from flowkit.checks import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
+    Custom,
     Flag,
     Integer,
     ListOf,
@@ -235,7 +236,11 @@ class Experiment:
     name: str = option("Experiment name (prefix of the run directory).", Text(), "experiment")
     description: str = option("One-line description shown in report.md.", Text(), "")
     seed: int = option("Seed of every random stream.", NON_NEGATIVE_INT, 0)
-    device: str = option("cpu, cuda, cuda:N, mps or auto.", check_device, "cpu")
+    device: str = option(
+        "Where the flows live; checked against the devices torch sees.",
+        Custom(check_device, "`cpu`, `cuda`, `cuda:N`, `mps` or `auto`"),
+        "cpu",
+    )
     threads: int | None = option(
         "torch CPU threads (null: torch's default).", Nullable(POSITIVE_INT), None
     )

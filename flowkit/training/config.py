@@ -14,7 +14,9 @@ from typing import Any
 from torch import Tensor
 
 from flowkit.checks import (
+    NON_NEGATIVE_INT,
     POSITIVE_INT,
+    Custom,
     POSITIVE_REAL,
     Nullable,
     OneOf,
@@ -24,7 +26,7 @@ from flowkit.checks import (
 from flowkit.options import check_options, option
 from flowkit.registry import TIME_SAMPLERS
 from flowkit.training.ema import DECAY
-from flowkit.training.lr_schedules import SCHEDULE_NAMES, check_warmup
+from flowkit.training.lr_schedules import SCHEDULE_NAMES
 from flowkit.training.optimizers import OptimizerSpec, check_optimizer
 
 Weighting = str | Callable[[Tensor], Tensor] | None
@@ -62,12 +64,12 @@ class TrainConfig:
     batch_size: int = option("Pairs per step.", POSITIVE_INT)
     optimizer: OptimizerSpec = option(
         "Optimizer: `adam`, `adamw`, `sgd` or `{name: ..., **options}` (e.g. weight_decay).",
-        check_optimizer,
+        Custom(check_optimizer, "`adam`, `adamw`, `sgd` or an optimizer spec"),
         "adam",
     )
     lr: float = option("Learning rate.", POSITIVE_REAL, 1e-3)
     lr_schedule: str = option("Learning-rate schedule.", SCHEDULE_NAMES, "constant")
-    warmup: int = option("Linear warm-up steps.", lambda v, n: check_warmup(v), 0)
+    warmup: int = option("Linear warm-up steps.", NON_NEGATIVE_INT, 0)
     grad_clip: float | None = option(
         "Clip the gradient norm to this value (null: no clipping).", Nullable(POSITIVE_REAL), None
     )
@@ -79,14 +81,14 @@ class TrainConfig:
     )
     time_sampler: Any = option(
         "Training-time distribution (`flowkit list time_samplers`).",
-        build_time_sampler,
+        Custom(build_time_sampler, "time sampler spec"),
         "uniform",
         kind="time_samplers",
     )
     weighting: Weighting = option(
         "Loss weighting: null (plain loss in the model's parameterisation) or `velocity` "
         "(the weight that makes any parameterisation's loss equal the velocity MSE).",
-        check_weighting,
+        Custom(check_weighting, "null, `velocity` (or, in Python, a callable)"),
         None,
     )
     checkpoint_every: int | None = option(
