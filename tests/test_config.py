@@ -139,6 +139,13 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
         load_config(write(tmp_path / "l.yaml", "- 1\n- 2\n"))
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_empty_file_is_an_error_not_the_default(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="empty experiment") as info:
+        load_config(write(tmp_path / "empty.yaml", text))
+    assert str(tmp_path / "empty.yaml") in str(info.value)
+
+
 def test_default_experiment_is_package_data() -> None:
     assert builtin_path("default").name == "default.yaml"
     assert load_config(None)["data"]["target"] == "moons"

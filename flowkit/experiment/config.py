@@ -80,7 +80,10 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         ) from None
     data = parse_yaml(text, str(path))
     if data is None:
-        data = {}
+        raise ConfigError(
+            [("", "empty experiment: the file holds no keys (write at least `extends: default`)")],
+            str(path),
+        )
     if not isinstance(data, dict):
         raise ConfigError([("", f"must be a mapping at the top level, got {data!r}")], str(path))
     bases = data.pop("extends", None)
