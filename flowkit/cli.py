@@ -174,7 +174,12 @@ def registry_key(kind: str, keys: list[str]) -> str:
         if kind in (key, key.rstrip("s"), key.removesuffix("s").replace("_", " ")):
             return key
     raise ConfigError(
-        [("kind", f"unknown kind {kind!r}; choose from {', '.join(keys)}." + did_you_mean(kind, keys))]
+        [
+            (
+                "kind",
+                f"unknown kind {kind!r}; choose from {', '.join(keys)}." + did_you_mean(kind, keys),
+            )
+        ]
     )
 
 

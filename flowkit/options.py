@@ -54,9 +54,7 @@ def option(
     """
     metadata = {"doc": doc, "check": check, "kind": kind, "yaml": yaml, **extra}
     if isinstance(default, list | dict):
-        return dataclasses.field(
-            default_factory=lambda: copy.deepcopy(default), metadata=metadata
-        )
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 

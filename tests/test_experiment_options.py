@@ -65,9 +65,7 @@ def default_with(*overrides: str) -> Experiment:
 
 def keywords(fn: Any) -> set[str]:
     return {
-        p.name
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is not p.VAR_KEYWORD
+        p.name for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD
     }
 
 
@@ -176,8 +174,16 @@ def boundary_values(check: Integer | Real) -> tuple[list[Any], list[Any]]:
 
 def test_numeric_options_are_enumerated() -> None:
     keys = [k for k, _ in numeric_options()]
-    for key in ("seed", "training.lr", "training.ema", "evaluation.n_samples", "plots.trajectories",
-                "stages[1].num_pairs", "stages[2].steps_k", "stages[3].n_samples"):
+    for key in (
+        "seed",
+        "training.lr",
+        "training.ema",
+        "evaluation.n_samples",
+        "plots.trajectories",
+        "stages[1].num_pairs",
+        "stages[2].steps_k",
+        "stages[3].n_samples",
+    ):
         assert key in keys
 
 

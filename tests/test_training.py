@@ -157,7 +157,11 @@ def test_nan_loss_without_checkpoint_leaves_weights_of_the_last_good_step():
     [
         ({"optimizer": "adm"}, ValueError, "optimizer must be one of adam, adamw, sgd.*'adam'"),
         ({"optimizer": {"name": "adam", "lr": 1.0}}, ValueError, "pass lr= to train"),
-        ({"optimizer": {"name": "sgd", "bogus": 1}}, ValueError, "optimizer.bogus is not an option of 'sgd'"),
+        (
+            {"optimizer": {"name": "sgd", "bogus": 1}},
+            ValueError,
+            "optimizer.bogus is not an option of 'sgd'",
+        ),
         ({"lr_schedule": "cosin"}, ValueError, "lr_schedule must be one of constant, cosine"),
         ({"time_sampler": "logit"}, ValueError, "unknown time sampler 'logit'.*valid"),
         ({"time_sampler": 3}, TypeError, "time_sampler must be"),

@@ -100,7 +100,7 @@ def evaluation_distributions(options: Any, source: Any, target: Any) -> tuple[An
             raise OptionError(
                 "target",
                 f"has event shape {tuple(target.event_shape)}, the data target {shape}; "
-                "the evaluation target must have the shape the flows were trained on"
+                "the evaluation target must have the shape the flows were trained on",
             )
     if options.source is not None:
         built = dists.build(options.source)
@@ -108,7 +108,7 @@ def evaluation_distributions(options: Any, source: Any, target: Any) -> tuple[An
             raise OptionError(
                 "source",
                 f"has event shape {tuple(built.event_shape)}, which cannot be reshaped "
-                f"to the data target's {shape}"
+                f"to the data target's {shape}",
             )
         source = reshape_to(built, shape)
     return source, target

@@ -70,7 +70,8 @@ def parse_section(
             problems.append(
                 (
                     join_key(key, str(name)),
-                    f"unknown key; valid keys: {', '.join(known)}." + did_you_mean(str(name), known),
+                    f"unknown key; valid keys: {', '.join(known)}."
+                    + did_you_mean(str(name), known),
                 )
             )
     out: dict[str, Any] = {k: value[k] for k in extra_keys if k in value}
@@ -117,7 +118,9 @@ def parse_field(f: dataclasses.Field, value: Any, parent: str, problems: Problem
     return copy.deepcopy(value)
 
 
-def construct(cls: Any, resolved: Mapping[str, Any], key: str, problems: Problems, **extra: Any) -> Any:
+def construct(
+    cls: Any, resolved: Mapping[str, Any], key: str, problems: Problems, **extra: Any
+) -> Any:
     """The typed ``cls`` built from a resolved mapping (nested full sections built too); None,
     with the problem appended, if its own checks refuse it."""
     kwargs: dict[str, Any] = dict(extra)

@@ -69,7 +69,9 @@ def field_table(fields: dict[str, dataclasses.Field], defaults: dict[str, Any]) 
     """One Markdown table of a section's keys."""
     lines = ["| key | type | default | description |", "|---|---|---|---|"]
     for name, f in fields.items():
-        default = "" if f.metadata.get("section") else default_text(defaults.get(name, field_default(f)))
+        default = (
+            "" if f.metadata.get("section") else default_text(defaults.get(name, field_default(f)))
+        )
         doc = f.metadata["doc"].replace("|", "\\|")
         lines.append(f"| `{name}` | {type_text(f)} | {default} | {doc} |")
     return lines
@@ -108,7 +110,13 @@ def stage_pages() -> list[str]:
     lines = ["", "## stages", "", yaml_fields(Experiment)["stages"].metadata["doc"]]
     for entry in STAGE_TYPES.entries():
         cls = entry.factory
-        lines += ["", f"### stages: {entry.name}", "", inspect.getdoc(cls).split("\n\n")[0].replace("\n", " "), ""]
+        lines += [
+            "",
+            f"### stages: {entry.name}",
+            "",
+            inspect.getdoc(cls).split("\n\n")[0].replace("\n", " "),
+            "",
+        ]
         lines += field_table(yaml_fields(cls), {})
     return lines
 

@@ -43,13 +43,17 @@ TRAINING_DEFAULTS = {"steps": 2000, "batch_size": 256, "checkpoint_every": 500}
 def check_device(device: Any, name: str = "device") -> str:
     """``cpu``, ``auto``, ``mps``, ``cuda`` or ``cuda:N``, and available on this machine."""
     head, _, index = str(device).partition(":")
-    valid = head in ("cpu", "auto", "mps", "cuda") and (not index or (head, index.isdigit()) == ("cuda", True))
+    valid = head in ("cpu", "auto", "mps", "cuda") and (
+        not index or (head, index.isdigit()) == ("cuda", True)
+    )
     if not isinstance(device, str) or not valid:
         raise OptionError(name, f"must be cpu, auto, mps, cuda or cuda:N, got {device!r}")
     if head == "cuda" and not torch.cuda.is_available():
         raise OptionError(name, f"{device!r} requested, but CUDA is not available")
     if head == "cuda" and index and int(index) >= torch.cuda.device_count():
-        raise OptionError(name, f"{device!r} requested, but {torch.cuda.device_count()} GPU(s) seen")
+        raise OptionError(
+            name, f"{device!r} requested, but {torch.cuda.device_count()} GPU(s) seen"
+        )
     if head == "mps" and not torch.backends.mps.is_available():
         raise OptionError(name, f"{device!r} requested, but MPS is not available")
     return device
@@ -127,13 +131,14 @@ class Evaluation:
     """Evaluation options (the top-level `evaluation` section; an `evaluate` stage may override
     any of them)."""
 
-    n_samples: int = option(
-        "Generated and target samples per metric.", Integer(minimum=2), 2000
-    )
+    n_samples: int = option("Generated and target samples per metric.", Integer(minimum=2), 2000)
     solvers: list[Spec] = option(
         "Solvers to evaluate; a list of `steps` gives one row per step count.",
         Solvers(),
-        [{"name": "euler", "steps": [1, 2, 4, 8, 100]}, {"name": "dopri5", "rtol": 1e-5, "atol": 1e-5}],
+        [
+            {"name": "euler", "steps": [1, 2, 4, 8, 100]},
+            {"name": "dopri5", "rtol": 1e-5, "atol": 1e-5},
+        ],
     )
     metrics: list[Spec] = option(
         "Sample metrics comparing generated and target samples (`flowkit list metrics`).",
@@ -216,7 +221,9 @@ class StageList:
                 )
                 continue
             cls = STAGE_TYPES.get(kind).factory
-            resolved = parse_section(yaml_fields(cls), item, item_key, problems, extra_keys=("type",))
+            resolved = parse_section(
+                yaml_fields(cls), item, item_key, problems, extra_keys=("type",)
+            )
             if resolved is not None:
                 out[-1] = resolved
         return out
@@ -245,7 +252,9 @@ class Experiment:
         "torch CPU threads (null: torch's default).", Nullable(POSITIVE_INT), None
     )
     data: Data = option("Source and target distributions.", None, {}, section=Data)
-    path: Spec = option("Probability path (`flowkit list paths`).", kind="paths", default="rectified")
+    path: Spec = option(
+        "Probability path (`flowkit list paths`).", kind="paths", default="rectified"
+    )
     prediction: str = option("What the model predicts.", OneOf(PREDICTIONS), "velocity")
     model: Spec = option(
         "Network (`flowkit list models`).", kind="models", default={"name": "mlp", "dim": 2}

@@ -74,7 +74,11 @@ def check_option_type(param: inspect.Parameter, value: Any, key: str, problems: 
 
 
 def check_options(
-    kind: str, name: str, options: Mapping[str, Any], key: str, problems: Problems,
+    kind: str,
+    name: str,
+    options: Mapping[str, Any],
+    key: str,
+    problems: Problems,
     extra: tuple[str, ...] = (),
 ) -> bool:
     """Check the option names and simple types of component ``name``; True if all are known."""
@@ -166,7 +170,9 @@ class SolverSpec:
         steps = self.sample_args.get("steps")
         if not isinstance(steps, list):
             return [self]
-        return [SolverSpec(self.name, {**self.sample_args, "steps": k}, self.options) for k in steps]
+        return [
+            SolverSpec(self.name, {**self.sample_args, "steps": k}, self.options) for k in steps
+        ]
 
 
 def check_solver(spec: Any, key: str, problems: Problems, many_steps: bool = False) -> None:

@@ -16,8 +16,8 @@ from torch import Tensor
 from flowkit.checks import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
-    Custom,
     POSITIVE_REAL,
+    Custom,
     Nullable,
     OneOf,
     OptionError,
@@ -74,8 +74,7 @@ class TrainConfig:
         "Clip the gradient norm to this value (null: no clipping).", Nullable(POSITIVE_REAL), None
     )
     ema: float | None = option(
-        "Decay of an exponential moving average of the weights, used for evaluation "
-        "(null: none).",
+        "Decay of an exponential moving average of the weights, used for evaluation (null: none).",
         Nullable(DECAY),
         None,
     )

@@ -41,7 +41,8 @@ def split_optimizer_spec(spec: OptimizerSpec) -> tuple[str, dict[str, Any]]:
     NAMES(name, "optimizer.name" if isinstance(spec, Mapping) else "optimizer")
     if "lr" in options:
         raise OptionError("optimizer.lr", "must not be set; pass lr= to train instead")
-    allowed = [p for p in inspect.signature(OPTIMIZERS[name]).parameters if p not in ("params", "lr")]
+    params = inspect.signature(OPTIMIZERS[name]).parameters
+    allowed = [p for p in params if p not in ("params", "lr")]
     for key in options:
         if key not in allowed:
             raise OptionError(

@@ -11,4 +11,13 @@ from flowkit.experiment.stages import distill, evaluate, reflow, train
 from flowkit.experiment.stages.base import STAGE_TYPES, FlowStage, Stage
 from flowkit.experiment.stages.pairs import PAIR_CHUNK
 
-__all__ = ["PAIR_CHUNK", "STAGE_TYPES", "FlowStage", "Stage", "distill", "evaluate", "reflow", "train"]
+__all__ = [
+    "PAIR_CHUNK",
+    "STAGE_TYPES",
+    "FlowStage",
+    "Stage",
+    "distill",
+    "evaluate",
+    "reflow",
+    "train",
+]

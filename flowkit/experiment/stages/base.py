@@ -61,14 +61,18 @@ class Stage(ABC):
 
     def resolve(self, experiment: Any, parts: Any, key: str, problems: Problems) -> None:
         """Merge inherited options and check what needs the whole experiment (``parts``: the
-        built data); problems go to ``problems`` at key paths under ``key``."""
+        built data); problems go to ``problems`` at key paths under ``key``. Nothing to do by
+        default."""
+        return
 
     @abstractmethod
     def run(self, ctx: Any) -> dict[str, Any]:
         """Do the work; return the record stored in the stage's ``done.json``."""
 
     def restore(self, ctx: Any, info: Mapping[str, Any]) -> None:
-        """Bring a finished stage's results back into ``ctx`` without rerunning it."""
+        """Bring a finished stage's results back into ``ctx`` without rerunning it (a stage
+        that produces nothing later stages read has nothing to bring back)."""
+        return
 
     def summary(self, info: Mapping[str, Any]) -> str:
         """The stage's cell in the report's stage table."""
@@ -176,6 +180,4 @@ class FlowStage(Stage):
 
 def train_arguments(config: TrainConfig) -> dict[str, Any]:
     """``fk.train``'s keyword arguments from a :class:`TrainConfig` (its directory excepted)."""
-    return {
-        f.name: getattr(config, f.name) for f in declared(config) if f.name != "checkpoint_dir"
-    }
+    return {f.name: getattr(config, f.name) for f in declared(config) if f.name != "checkpoint_dir"}

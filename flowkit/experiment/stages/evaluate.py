@@ -100,7 +100,10 @@ class EvaluateStage(Stage):
             for spec, default in zip(specs, ("the data source", "the data target"), strict=True)
         )
         n = self.options.n_samples
-        return [f"Evaluation sets: {n} sources from {source}, {n} reference samples from {target}.", ""]
+        return [
+            f"Evaluation sets: {n} sources from {source}, {n} reference samples from {target}.",
+            "",
+        ]
 
 
 def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
