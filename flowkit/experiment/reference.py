@@ -105,6 +105,13 @@ def solver_page() -> list[str]:
     ]
 
 
+def description(cls: type) -> str:
+    """The prose of a class docstring (its sections, such as ``Attributes:``, left out)."""
+    paragraphs = inspect.getdoc(cls).split("\n\n")
+    prose = [p for p in paragraphs if not p.rstrip().endswith(":") and ":\n" not in p]
+    return " ".join(prose).replace("\n", " ")
+
+
 def stage_pages() -> list[str]:
     """One table per registered stage type."""
     lines = ["", "## stages", "", yaml_fields(Experiment)["stages"].metadata["doc"]]
@@ -114,7 +121,7 @@ def stage_pages() -> list[str]:
             "",
             f"### stages: {entry.name}",
             "",
-            inspect.getdoc(cls).split("\n\n")[0].replace("\n", " "),
+            description(cls),
             "",
         ]
         lines += field_table(yaml_fields(cls), {})

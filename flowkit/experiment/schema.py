@@ -10,7 +10,7 @@ experiment that validates runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +27,17 @@ from flowkit.checks import (
     OneOf,
     OptionError,
     Text,
-    did_you_mean,
 )
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.parse import construct, parse_section, yaml_fields
-from flowkit.experiment.specs import Problems, check_component, check_solver, join_key, registry
+from flowkit.experiment.specs import (
+    Problems,
+    check_component,
+    check_solver,
+    join_key,
+    registry,
+    report,
+)
 from flowkit.options import check_options, option
 from flowkit.paths.affine import PREDICTIONS
 from flowkit.training.config import TrainConfig
@@ -59,59 +65,53 @@ def check_device(device: Any, name: str = "device") -> str:
     return device
 
 
-class Solvers:
-    """A list of solver specs (``steps`` may be a list: one evaluation per step count)."""
+@dataclass(frozen=True)
+class Collect:
+    """A check that appends every problem of a value (``fn(value, key, problems)``) instead of
+    raising at the first; the parser runs it with the key path of the value."""
+
+    fn: Callable[[Any, str, Problems], Any]
+    text: str
 
     def collect(self, value: Any, key: str, problems: Problems) -> Any:
-        if not isinstance(value, list) or not value:
-            problems.append((key, f"must be a non-empty list of solver specs, got {value!r}"))
-            return value
-        for i, spec in enumerate(value):
-            check_solver(spec, join_key(key, i), problems, many_steps=True)
-        return value
+        """Append the problems of ``value``; return it resolved (``fn``'s result if any)."""
+        resolved = self.fn(value, key, problems)
+        return value if resolved is None else resolved
 
     def describe(self) -> str:
-        return "a list of solver specs"
+        return self.text
 
 
-class OneSolver:
-    """One solver spec (the teacher's solver of reflow and distill stages)."""
-
-    def collect(self, value: Any, key: str, problems: Problems) -> Any:
-        check_solver(value, key, problems)
-        return value
-
-    def describe(self) -> str:
-        return "a solver spec"
+def check_solvers(value: Any, key: str, problems: Problems) -> None:
+    """A non-empty list of solver specs whose ``steps`` may be lists."""
+    if not isinstance(value, list) or not value:
+        problems.append((key, f"must be a non-empty list of solver specs, got {value!r}"))
+        return
+    for i, spec in enumerate(value):
+        check_solver(spec, join_key(key, i), problems, many_steps=True)
 
 
-class SampleMetrics:
+def check_sample_metrics(value: Any, key: str, problems: Problems) -> None:
     """A list of registered metrics that compare two sample sets."""
-
-    def collect(self, value: Any, key: str, problems: Problems) -> Any:
-        if not isinstance(value, list):
-            problems.append((key, f"must be a list of metric specs, got {value!r}"))
-            return value
-        for i, spec in enumerate(value):
-            item = join_key(key, i)
-            before = len(problems)
-            check_component("metrics", spec, item, problems)
-            if len(problems) > before:
-                continue
-            metric = registry("metrics").build(spec)
-            if metric.inputs != "samples":
-                problems.append(
-                    (
-                        item,
-                        f"{metric.name!r} takes {metric.inputs}, not two sample sets; evaluation "
-                        "metrics compare generated and target samples (straightness and transport "
-                        "cost are measured with `straightness: true`)",
-                    )
+    if not isinstance(value, list):
+        problems.append((key, f"must be a list of metric specs, got {value!r}"))
+        return
+    for i, spec in enumerate(value):
+        item = join_key(key, i)
+        before = len(problems)
+        check_component("metrics", spec, item, problems)
+        if len(problems) == before and registry("metrics").build(spec).inputs != "samples":
+            problems.append(
+                (
+                    item,
+                    f"{spec!r} does not compare two sample sets; evaluation metrics compare "
+                    "generated and target samples (straightness and transport cost are "
+                    "measured with `straightness: true`)",
                 )
-        return value
+            )
 
-    def describe(self) -> str:
-        return "a list of metric specs"
+
+ONE_SOLVER = Collect(check_solver, "a solver spec")
 
 
 @dataclass
@@ -134,7 +134,7 @@ class Evaluation:
     n_samples: int = option("Generated and target samples per metric.", Integer(minimum=2), 2000)
     solvers: list[Spec] = option(
         "Solvers to evaluate; a list of `steps` gives one row per step count.",
-        Solvers(),
+        Collect(check_solvers, "a list of solver specs"),
         [
             {"name": "euler", "steps": [1, 2, 4, 8, 100]},
             {"name": "dopri5", "rtol": 1e-5, "atol": 1e-5},
@@ -142,7 +142,7 @@ class Evaluation:
     )
     metrics: list[Spec] = option(
         "Sample metrics comparing generated and target samples (`flowkit list metrics`).",
-        SampleMetrics(),
+        Collect(check_sample_metrics, "a list of metric specs"),
         ["w2", "energy_distance"],
     )
     straightness: bool = option(
@@ -193,43 +193,29 @@ class Plots:
         check_options(self)
 
 
-class StageList:
-    """The pipeline: a non-empty list of stages, each a mapping with a registered `type`."""
+def parse_stages(value: Any, key: str, problems: Problems) -> list[Any] | None:
+    """A non-empty list of stages, each a mapping whose registered ``type`` says its options;
+    returns the stages with their defaults filled in."""
+    from flowkit.experiment.stages import STAGE_TYPES
 
-    def collect(self, value: Any, key: str, problems: Problems) -> list[Any]:
-        from flowkit.experiment.stages import STAGE_TYPES
-
-        if not isinstance(value, list) or not value:
-            problems.append((key, f"must be a non-empty list, got {value!r}"))
-            return value
-        out = []
-        for i, item in enumerate(value):
-            item_key = join_key(key, i)
-            out.append(item)
-            if not isinstance(item, Mapping):
-                problems.append((item_key, f"must be a mapping with a 'type', got {item!r}"))
-                continue
-            kind = item.get("type")
-            if kind not in STAGE_TYPES:
-                names = STAGE_TYPES.names()
-                problems.append(
-                    (
-                        join_key(item_key, "type"),
-                        f"must be one of {', '.join(names)}, got {kind!r}."
-                        + did_you_mean(str(kind), names),
-                    )
-                )
-                continue
-            cls = STAGE_TYPES.get(kind).factory
-            resolved = parse_section(
-                yaml_fields(cls), item, item_key, problems, extra_keys=("type",)
-            )
-            if resolved is not None:
-                out[-1] = resolved
-        return out
-
-    def describe(self) -> str:
-        return "a list of stages"
+    if not isinstance(value, list) or not value:
+        problems.append((key, f"must be a non-empty list, got {value!r}"))
+        return None
+    out = []
+    for i, item in enumerate(value):
+        item_key = join_key(key, i)
+        out.append(item)
+        if not isinstance(item, Mapping):
+            problems.append((item_key, f"must be a mapping with a 'type', got {item!r}"))
+            continue
+        try:
+            kind = OneOf(tuple(STAGE_TYPES.names()))(item.get("type"), "type")
+        except OptionError as err:
+            report(problems, item_key, err)
+            continue
+        fields = yaml_fields(STAGE_TYPES.get(kind).factory)
+        out[-1] = parse_section(fields, item, item_key, problems, extra_keys=("type",)) or item
+    return out
 
 
 @dataclass
@@ -275,7 +261,7 @@ class Experiment:
     plots: Plots = option("Plot options.", None, {}, section=Plots)
     stages: list[Any] = option(
         "The pipeline, run in order (see the stage types below).",
-        StageList(),
+        Collect(parse_stages, "a list of stages (see below)"),
         [{"type": "train"}, {"type": "evaluate"}],
     )
     resolved: dict[str, Any] = field(default_factory=dict, repr=False)

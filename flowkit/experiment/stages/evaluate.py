@@ -20,8 +20,9 @@ FIXED_COLUMNS = ("kind", "stage", "flow", "solver", "steps", "nfe", "seconds")
 @STAGE_TYPES.register("evaluate")
 @dataclass
 class EvaluateStage(Stage):
-    """Evaluate flows (solvers × NFE × metrics) and write plots and report.md; any option of the
-    top-level `evaluation` may be overridden here.
+    """Evaluate flows (solvers × NFE × metrics) and write plots and report.md.
+
+    Any option of the top-level `evaluation` may be overridden here.
 
     Attributes:
         overrides: the stage's own evaluation options (null ones inherit the top level).

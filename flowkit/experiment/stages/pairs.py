@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowkit.checks import POSITIVE_INT, Nullable, OneOf, Text
-from flowkit.experiment.schema import OneSolver
+from flowkit.experiment.schema import ONE_SOLVER
 from flowkit.experiment.specs import SolverSpec, join_key
 from flowkit.experiment.stages.base import FlowStage
 from flowkit.flow import Flow
@@ -26,7 +26,7 @@ class PairStage(FlowStage):
     )
     solver: Any = option(
         "Solver that maps x0 to the teacher's x1.",
-        OneSolver(),
+        ONE_SOLVER,
         {"name": "dopri5", "rtol": 1e-5, "atol": 1e-5},
     )
     num_pairs: int = option("Pairs generated.", POSITIVE_INT, 20000)

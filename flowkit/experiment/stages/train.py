@@ -17,8 +17,10 @@ from flowkit.paths.affine import PREDICTIONS
 @STAGE_TYPES.register("train")
 @dataclass
 class TrainStage(FlowStage):
-    """Train a flow on the current coupling (the top-level `coupling`, or the pairs of the last
-    reflow stage)."""
+    """Train a flow on the current coupling (`fk.train`).
+
+    The current coupling is the top-level `coupling`, or the pairs of the last reflow stage.
+    """
 
     type: ClassVar[str] = "train"
 
