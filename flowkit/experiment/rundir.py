@@ -9,7 +9,7 @@ Layout of ``runs/<name>-<timestamp>/``::
     plots/*.png              figures
     report.md                metrics table and embedded plots
 
-Every file is written atomically (temporary file, then ``os.replace``), and a stage's
+Every file is written atomically and durably (:func:`flowkit.atomic.atomic_write`), and a stage's
 ``done.json`` is written last, so a killed run never leaves a file that a resume would trust.
 Only a *writer* (``writer=True``, rank 0 of a distributed run) touches the disk: on other ranks
 every write method is a no-op, so rank-0-only output needs no checks elsewhere.
@@ -18,11 +18,8 @@ every write method is a no-op, so rank-0-only output needs no checks elsewhere.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from flowkit.atomic import atomic_write
 from flowkit.experiment.errors import ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -110,29 +108,14 @@ class RunDir:
             directory.mkdir(parents=True, exist_ok=True)
         return directory
 
-    @contextmanager
-    def _atomic(self, rel: str) -> Iterator[Path | None]:
-        """Yield a temporary path to fill; it replaces ``rel`` only if the block succeeds."""
-        if not self.writer:
-            yield None
-            return
-        target = self.path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            yield Path(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
     def write_with(self, rel: str, write: Callable[[Path], None]) -> Path:
-        """Atomically write ``rel`` by calling ``write(temporary_path)`` (writer only)."""
-        with self._atomic(rel) as tmp:
-            if tmp is not None:
-                write(tmp)
-        return self.path(rel)
+        """Atomically and durably write ``rel`` by calling ``write(temporary_path)`` (writer
+        only; see :func:`flowkit.atomic.atomic_write`)."""
+        target = self.path(rel)
+        if self.writer:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, write)
+        return target
 
     def write_text(self, rel: str, text: str) -> Path:
         return self.write_with(rel, lambda p: p.write_text(text))
