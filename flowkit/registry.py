@@ -20,13 +20,14 @@ the first time any registry is queried, and registers its components with the de
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Generic, TypeVar
+
+from flowkit.checks import did_you_mean
 
 T = TypeVar("T")
 
@@ -102,12 +103,6 @@ def load_plugins() -> None:
         obj = ep.load()
         if callable(obj) and not inspect.ismodule(obj):
             obj()
-
-
-def did_you_mean(name: str, choices: list[str]) -> str:
-    """Return ``" Did you mean 'x'?"`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def resolve_type(ref: TypeRef) -> type:
