@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from flowkit.checks import NON_NEGATIVE_INT, POSITIVE_INT, OptionError
-
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.checks import POSITIVE_INT, OneOf
-
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 

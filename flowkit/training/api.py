@@ -70,6 +70,7 @@ def train(
     time_sampler: Any = "uniform",
     weighting: Weighting = None,
     checkpoint_every: int | None = None,
+    log_every: int = 10,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool | str | os.PathLike = False,
     generator: torch.Generator | None = None,
@@ -107,6 +108,7 @@ def train(
             ``cosmap``, ``u_shaped``).
         weighting: loss weighting passed to ``flow.loss`` (None, ``"velocity"`` or ``w(t)``).
         checkpoint_every: write a checkpoint every this many steps (needs ``checkpoint_dir``).
+        log_every: the progress bar shows the mean loss of every this many steps.
         checkpoint_dir: where checkpoints go; the final step is always checkpointed there.
         resume: True continues from ``checkpoint_dir/latest`` if it exists; a path continues
             from that checkpoint.
@@ -154,6 +156,7 @@ def train(
         time_sampler=time_sampler,
         weighting=weighting,
         checkpoint_every=checkpoint_every,
+        log_every=log_every,
         checkpoint_dir=checkpoint_dir,
         final_weights=final_weights,
     )
