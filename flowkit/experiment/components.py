@@ -14,7 +14,7 @@ import torch
 from flowkit.checks import OptionError
 from flowkit.experiment.specs import registry
 from flowkit.flow import Flow
-from flowkit.registry import Registry
+from flowkit.registry import split_spec
 
 
 def pick_device(name: str) -> torch.device:
@@ -69,7 +69,7 @@ def build_data(data: Any) -> tuple[Any, Any]:
 def build_coupling(spec: Any, source: Any, target: Any) -> Any:
     """A coupling from its spec, with ``source``/``target`` filled in when it takes them."""
     couplings = registry("couplings")
-    name, options = Registry.split_spec(spec, "coupling")
+    name, options = split_spec(spec, "coupling")
     params = couplings.get(name).parameters()
     for key, dist in (("source", source), ("target", target)):
         if key in params and key not in options:

@@ -24,7 +24,7 @@ from flowkit.experiment.plots import write_plots
 from flowkit.experiment.schema import Evaluation
 from flowkit.experiment.specs import SolverSpec, registry
 from flowkit.flow import Flow
-from flowkit.registry import Registry
+from flowkit.registry import split_spec
 
 TRAJECTORY_STEPS = 100
 
@@ -126,6 +126,6 @@ def evaluate_flows(
         with torch.no_grad():
             rows += evaluate_flow(ctx, name, flow, data, options, stage)
     if ctx.experiment.plots.enabled and ctx.run.writer:
-        metrics = [Registry.split_spec(m, "metric")[0] for m in options.metrics]
+        metrics = [split_spec(m, "metric")[0] for m in options.metrics]
         write_plots(ctx, flows, data, stage, metrics[0] if metrics else None)
     return rows

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowkit.checks import POSITIVE_INT, ListOf, OptionError, did_you_mean, is_int, is_number
-from flowkit.registry import REGISTRIES, Registry, RegistryError, load_plugins
+from flowkit.registry import REGISTRIES, Registry, RegistryError, load_plugins, split_spec
 
 Problems = list[tuple[str, str]]
 NESTED_OPTIONS = {
@@ -115,7 +115,7 @@ def check_component(kind: str, spec: Any, key: str, problems: Problems, build: b
         )
         return
     try:
-        name, options = Registry.split_spec(spec, reg.kind)
+        name, options = split_spec(spec, reg.kind)
         reg.get(name)
     except RegistryError as err:
         problems.append((join_key(key, "name") if isinstance(spec, Mapping) else key, str(err)))
@@ -153,7 +153,7 @@ class SolverSpec:
 
     @classmethod
     def parse(cls, spec: str | Mapping[str, Any]) -> SolverSpec:
-        name, options = Registry.split_spec(spec, "solver")
+        name, options = split_spec(spec, "solver")
         args = sample_arguments()
         return cls(
             name,

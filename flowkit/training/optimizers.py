@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from flowkit.checks import OneOf, OptionError, OptionTypeError, did_you_mean
-from flowkit.registry import Registry
+from flowkit.registry import split_spec
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -35,7 +35,7 @@ def split_optimizer_spec(spec: OptimizerSpec) -> tuple[str, dict[str, Any]]:
             "optimizer", f"must be a name or {{name: ..., **options}}, got {type(spec).__name__}"
         )
     try:
-        name, options = Registry.split_spec(spec, "optimizer")
+        name, options = split_spec(spec, "optimizer")
     except ValueError as err:
         raise OptionError("optimizer", str(err)) from None
     NAMES(name, "optimizer.name" if isinstance(spec, Mapping) else "optimizer")
