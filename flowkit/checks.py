@@ -21,10 +21,16 @@ from __future__ import annotations
 
 import difflib
 import math
+import reprlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 80
+_SHORT.maxother = 80
+_SHORT.maxlevel = 3
 
 
 class OptionError(ValueError):
@@ -48,6 +54,12 @@ class OptionError(ValueError):
 
 class OptionTypeError(OptionError, TypeError):
     """An option given a value of the wrong kind (an object where a name or mapping is expected)."""
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, shortened for error messages (a huge or deeply nested value is never
+    echoed whole)."""
+    return _SHORT.repr(value)
 
 
 def did_you_mean(name: str, choices: Sequence[str]) -> str:
@@ -78,7 +90,7 @@ class Check(ABC):
         """The allowed values in words (``"a positive integer"``)."""
 
     def fail(self, value: Any, name: str) -> OptionError:
-        return OptionError(name, f"must be {self.describe()}, got {value!r}")
+        return OptionError(name, f"must be {self.describe()}, got {shown(value)}")
 
 
 def bounds_text(noun: str, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
@@ -147,7 +159,7 @@ class OneOf(Check):
         if not isinstance(value, str) or value not in self.choices:
             raise OptionError(
                 name,
-                f"must be one of {', '.join(self.choices)}, got {value!r}."
+                f"must be one of {', '.join(self.choices)}, got {shown(value)}."
                 + did_you_mean(str(value), self.choices),
             )
         return value
@@ -175,7 +187,7 @@ class Flag(Check):
 
     def __call__(self, value: Any, name: str) -> bool:
         if not isinstance(value, bool):
-            raise OptionError(name, f"must be true or false, got {value!r}")
+            raise OptionError(name, f"must be true or false, got {shown(value)}")
         return value
 
     def describe(self) -> str:
@@ -208,9 +220,11 @@ class ListOf(Check):
         if self.scalar_ok and not isinstance(value, list | tuple):
             return [self.item(value, name)]
         if not isinstance(value, list | tuple):
-            raise OptionError(name, f"must be a list of {self.item.describe()}, got {value!r}")
+            raise OptionError(name, f"must be a list of {self.item.describe()}, got {shown(value)}")
         if len(value) < self.min_items:
-            raise OptionError(name, f"must hold at least {self.min_items} item(s), got {value!r}")
+            raise OptionError(
+                name, f"must hold at least {self.min_items} item(s), got {shown(value)}"
+            )
         return [self.item(v, f"{name}[{i}]") for i, v in enumerate(value)]
 
     def describe(self) -> str:

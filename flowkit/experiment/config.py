@@ -1,7 +1,8 @@
 """Loading experiments: safe YAML, ``extends:`` inheritance and typed ``--set`` overrides.
 
-- Files are read with a :class:`yaml.SafeLoader` subclass (no Python objects can be built) that
-  also reads YAML 1.2 floats such as ``1e-3`` as numbers (plain PyYAML reads them as strings).
+- Files are read by :mod:`flowkit.experiment.yamlio`: a safe loader (no Python objects) that
+  reads YAML 1.2 floats such as ``1e-3`` as numbers, refuses duplicate keys, and bounds size,
+  depth and alias expansion.
 - ``extends: base.yaml`` (or a list of files) loads the bases first and deep-merges this file on
   top: mappings merge key by key, anything else (lists included) is replaced. Relative paths are
   resolved against the including file; a bare name without ``.yaml`` (``extends: default``) names
@@ -20,39 +21,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from flowkit.checks import shown
 from flowkit.experiment.errors import ConfigError
+from flowkit.experiment.yamlio import parse_yaml, read_text
 
 BUILTIN_DIR = Path(__file__).parent
 DEFAULT_EXPERIMENT = "default"
 _KEY_PART = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
-
-
-class SafeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also resolves YAML 1.2 floats (``1e-3``, ``.5``) to float."""
-
-
-SafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML text safely; a syntax error becomes a :class:`ConfigError`."""
-    try:
-        return yaml.load(text, Loader=SafeLoader)  # a SafeLoader: as safe as yaml.safe_load
-    except yaml.YAMLError as err:
-        raise ConfigError([("", f"YAML syntax error: {err}")], source) from None
 
 
 def builtin_path(name: str) -> Path:
@@ -72,20 +47,16 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError([("extends", f"circular extends: {cycle}")], str(path))
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(
-            [("", f"cannot read experiment file: {err.strerror}")], str(path)
-        ) from None
-    data = parse_yaml(text, str(path))
+    data = parse_yaml(read_text(path), str(path))
     if data is None:
         raise ConfigError(
             [("", "empty experiment: the file holds no keys (write at least `extends: default`)")],
             str(path),
         )
     if not isinstance(data, dict):
-        raise ConfigError([("", f"must be a mapping at the top level, got {data!r}")], str(path))
+        raise ConfigError(
+            [("", f"must be a mapping at the top level, got {shown(data)}")], str(path)
+        )
     bases = data.pop("extends", None)
     if bases is None:
         return data

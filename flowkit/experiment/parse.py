@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from flowkit.checks import did_you_mean
+from flowkit.checks import did_you_mean, shown
 from flowkit.experiment.specs import Problems, check_component, join_key, report
 from flowkit.options import MISSING, declared, field_default
 
@@ -62,7 +62,7 @@ def parse_section(
     if value is None and partial:
         return None
     if not isinstance(value, Mapping):
-        problems.append((key, f"must be a mapping of {', '.join(fields)}, got {value!r}"))
+        problems.append((key, f"must be a mapping of {', '.join(fields)}, got {shown(value)}"))
         return None
     known = [*extra_keys, *fields]
     for name in value:

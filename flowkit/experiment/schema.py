@@ -27,6 +27,7 @@ from flowkit.checks import (
     OneOf,
     OptionError,
     Text,
+    shown,
 )
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.parse import construct, parse_section, yaml_fields
@@ -85,7 +86,7 @@ class Collect:
 def check_solvers(value: Any, key: str, problems: Problems) -> None:
     """A non-empty list of solver specs whose ``steps`` may be lists."""
     if not isinstance(value, list) or not value:
-        problems.append((key, f"must be a non-empty list of solver specs, got {value!r}"))
+        problems.append((key, f"must be a non-empty list of solver specs, got {shown(value)}"))
         return
     for i, spec in enumerate(value):
         check_solver(spec, join_key(key, i), problems, many_steps=True)
@@ -94,7 +95,7 @@ def check_solvers(value: Any, key: str, problems: Problems) -> None:
 def check_sample_metrics(value: Any, key: str, problems: Problems) -> None:
     """A list of registered metrics that compare two sample sets."""
     if not isinstance(value, list):
-        problems.append((key, f"must be a list of metric specs, got {value!r}"))
+        problems.append((key, f"must be a list of metric specs, got {shown(value)}"))
         return
     for i, spec in enumerate(value):
         item = join_key(key, i)
@@ -104,7 +105,7 @@ def check_sample_metrics(value: Any, key: str, problems: Problems) -> None:
             problems.append(
                 (
                     item,
-                    f"{spec!r} does not compare two sample sets; evaluation metrics compare "
+                    f"{shown(spec)} does not compare two sample sets; evaluation metrics compare "
                     "generated and target samples (straightness and transport cost are "
                     "measured with `straightness: true`)",
                 )
@@ -199,14 +200,14 @@ def parse_stages(value: Any, key: str, problems: Problems) -> list[Any] | None:
     from flowkit.experiment.stages import STAGE_TYPES
 
     if not isinstance(value, list) or not value:
-        problems.append((key, f"must be a non-empty list, got {value!r}"))
+        problems.append((key, f"must be a non-empty list, got {shown(value)}"))
         return None
     out = []
     for i, item in enumerate(value):
         item_key = join_key(key, i)
         out.append(item)
         if not isinstance(item, Mapping):
-            problems.append((item_key, f"must be a mapping with a 'type', got {item!r}"))
+            problems.append((item_key, f"must be a mapping with a 'type', got {shown(item)}"))
             continue
         try:
             kind = OneOf(tuple(STAGE_TYPES.names()))(item.get("type"), "type")

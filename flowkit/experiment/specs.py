@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowkit.checks import POSITIVE_INT, ListOf, OptionError, did_you_mean, is_int, is_number
+from flowkit.checks import POSITIVE_INT, ListOf, OptionError, did_you_mean, is_int, is_number, shown
 from flowkit.registry import REGISTRIES, Registry, RegistryError, load_plugins, split_spec
 
 Problems = list[tuple[str, str]]
@@ -65,12 +65,12 @@ def check_option_type(param: inspect.Parameter, value: Any, key: str, problems: 
         return
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            problems.append((key, f"must be true or false, got {value!r}"))
+            problems.append((key, f"must be true or false, got {shown(value)}"))
     elif is_int(default):
         if not is_int(value):
-            problems.append((key, f"must be an integer, got {value!r}"))
+            problems.append((key, f"must be an integer, got {shown(value)}"))
     elif isinstance(default, float) and not is_number(value):
-        problems.append((key, f"must be a number, got {value!r}"))
+        problems.append((key, f"must be a number, got {shown(value)}"))
 
 
 def check_options(
@@ -111,7 +111,11 @@ def check_component(kind: str, spec: Any, key: str, problems: Problems, build: b
     reg = registry(kind)
     if not isinstance(spec, str | Mapping):
         problems.append(
-            (key, f"must be a {reg.kind} name or a mapping {{name: ..., **options}}, got {spec!r}")
+            (
+                key,
+                f"must be a {reg.kind} name or a mapping {{name: ..., **options}}, "
+                f"got {shown(spec)}",
+            )
         )
         return
     try:
@@ -180,7 +184,9 @@ def check_solver(spec: Any, key: str, problems: Problems, many_steps: bool = Fal
     from flowkit.solvers import plan
 
     if not isinstance(spec, str | Mapping):
-        problems.append((key, f"must be a solver name or a mapping {{name: ...}}, got {spec!r}"))
+        problems.append(
+            (key, f"must be a solver name or a mapping {{name: ...}}, got {shown(spec)}")
+        )
         return
     try:
         parsed = SolverSpec.parse(spec)
