@@ -52,8 +52,8 @@ SAMPLE_VALUES: dict[str, dict[str, Any]] = {
     "steps": {"name": "heun", "steps": 3},
     "step_size": {"name": "euler", "step_size": 0.25},
     "grid": {"name": "euler", "grid": [0.0, 0.3, 1.0]},
-    "t_start": {"name": "euler", "steps": 2, "t_start": 0.1},
-    "t_end": {"name": "euler", "steps": 2, "t_end": 0.9},
+    "t_start": {"name": "euler", "steps": 2, "t_start": 0.0},
+    "t_end": {"name": "dopri5", "t_end": 1.0},
     "shift": {"name": "euler", "steps": 2, "shift": 3.0},
     "mu": {"name": "euler", "steps": 2, "mu": 1.15},
 }

@@ -246,7 +246,8 @@ def test_bad_arguments():
         path.convert(x, "velocity", "noise", x, 0.5)
     with pytest.raises(ValueError, match="prediction must be one of"):
         path.velocity_weight(torch.rand(4), "eps", x)
-    with pytest.raises(ValueError, match=r"eps must lie in \[0, 0.5\)"):
-        AffinePath("rectified", eps=0.7)
+    for eps in (0.7, 0.0):  # eps = 0 made the endpoint conversions return inf / NaN
+        with pytest.raises(ValueError, match=r"eps must be a number in \(0, 0.5\)"):
+            AffinePath("rectified", eps=eps)
     with pytest.raises(TypeError, match="schedule spec must be a name, a mapping or a Schedule"):
         AffinePath(object())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,13 @@ def stage_seed(seed: int, index: int) -> int:
     return derive_seed(seed, index)
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """A value built on first use (see :meth:`Context.defer_coupling`)."""
+
+    build: Callable[[], Any]
+
+
 @dataclass
 class Context:
     """State shared by the stages of one run.
@@ -45,7 +52,8 @@ class Context:
         device: torch device of the flows.
         source, target: the data distributions.
         base_coupling: the top-level coupling (its source feeds every reflow and distillation).
-        coupling: the coupling the next train stage uses (the last reflow's pairs after one).
+        coupling: the coupling the next train stage uses (the last reflow's pairs after one);
+            one set with :meth:`defer_coupling` is built when first read.
         flows: flows produced so far, by stage name, in stage order.
         specs: model, path and prediction of each flow, by stage name.
         quiet: no progress bars or log lines.
@@ -57,7 +65,7 @@ class Context:
     source: Any
     target: Any
     base_coupling: Any
-    coupling: Any = None
+    current: Any = field(default=None, repr=False)
     flows: dict[str, Flow] = field(default_factory=dict)
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     quiet: bool = False
@@ -70,6 +78,25 @@ class Context:
         base = build_coupling(experiment.coupling, source, target)
         device = pick_device(experiment.device)
         return cls(experiment, run, device, source, target, base, base, quiet=quiet)
+
+    @property
+    def coupling(self) -> Any:
+        """The coupling the next train stage uses (built now if it was deferred)."""
+        if isinstance(self.current, Deferred):
+            self.current = self.current.build()
+        return self.current
+
+    @coupling.setter
+    def coupling(self, value: Any) -> None:
+        self.current = value
+
+    def defer_coupling(self, build: Callable[[], Any]) -> None:
+        """Make ``build()`` the current coupling, built only if a later stage reads it.
+
+        A finished reflow stage restores its pairs this way, so that sampling and evaluating a
+        run need only its weights (not its pair store).
+        """
+        self.current = Deferred(build)
 
     @property
     def progress(self) -> bool:
@@ -103,7 +130,7 @@ class Context:
     def load_flow(self, name: str, spec: Mapping[str, Any], info: Mapping[str, Any]) -> Flow:
         """Rebuild stage ``name``'s flow from its final weights (on resume, or for eval)."""
         flow = self.new_flow(spec)
-        state = self.run.load_tensors(f"stages/{name}/{WEIGHTS_FILE}")
+        state = self.run.load_stage_tensors(name, info, WEIGHTS_FILE)
         flow.load_state_dict({k: v.to(self.device) for k, v in state.items()})
         flow.deterministic_coupling = bool(info.get("deterministic_coupling", False))
         self.keep_flow(name, flow, spec)

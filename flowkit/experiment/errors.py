@@ -1,4 +1,6 @@
-"""The one error a bad experiment produces: every problem with its key path."""
+"""Errors of the experiment layer: a bad experiment (every problem with its key path) and a run
+directory another process is using. A damaged run directory raises
+:class:`flowkit.errors.DamagedRunError`."""
 
 from __future__ import annotations
 
@@ -28,3 +30,24 @@ class ConfigError(ValueError):
         lines = [f"invalid experiment{where} ({n} problem{'s' if n != 1 else ''}):"]
         lines += [f"  {key or '<top level>'}: {message}" for key, message in self.problems]
         return "\n".join(lines)
+
+
+class RunInUseError(RuntimeError):
+    """Another process holds the run directory's lock (``flowkit`` exits with status 1).
+
+    Args:
+        root: the run directory.
+        pid: the process holding it, as written in its lock file (None if unknown).
+    """
+
+    def __init__(self, root: str, pid: int | None) -> None:
+        self.root = str(root)
+        self.pid = pid
+        holder = f"PID {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"run {self.root} is in use by {holder}; wait for it to finish (or stop it) and try "
+            "again"
+        )
+
+    def __reduce__(self) -> tuple[type[RunInUseError], tuple[str, int | None]]:
+        return type(self), (self.root, self.pid)

@@ -25,6 +25,7 @@ from flowkit.experiment.schema import Evaluation
 from flowkit.experiment.specs import SolverSpec, registry
 from flowkit.flow import Flow
 from flowkit.registry import split_spec
+from flowkit.solvers.inputs import count_non_finite
 
 TRAJECTORY_STEPS = 100
 
@@ -32,12 +33,6 @@ TRAJECTORY_STEPS = 100
 def flat(x: Tensor) -> Tensor:
     """``(B, ...) -> (B, D)`` on the CPU, for sample metrics."""
     return rearrange(x.detach().cpu(), "b ... -> b (...)")
-
-
-def metric_value(spec: Any, generated: Tensor, target: Tensor) -> tuple[str, float]:
-    """``(name, value)`` of the registered sample metric ``spec`` on two sample sets."""
-    metric = registry("metrics").build(spec)
-    return metric.name, float(metric(flat(generated), flat(target)))
 
 
 def solve(flow: Flow, x0: Tensor, cond: dict[str, Tensor], **kwargs: Any) -> Any:
@@ -60,7 +55,7 @@ def evaluate_flow(
     bar = tqdm(runs, desc=f"evaluate {name}", unit="solve", disable=not ctx.progress, leave=False)
     for run in bar:
         start = time.perf_counter()
-        sol = solve(flow, data["x0"], data["cond"], **run.arguments())
+        sol = solve(flow, data["x0"], data["cond"], **run.arguments(), check_finite=False)
         row: dict[str, Any] = {
             "kind": "eval",
             "stage": stage,
@@ -70,7 +65,13 @@ def evaluate_flow(
             "nfe": int(sol.nfe),
             "seconds": time.perf_counter() - start,
         }
-        row.update(metric_value(m, sol.x, data["x1"]) for m in options.metrics)
+        diverged = count_non_finite(sol.x)
+        if diverged:  # reported as such: no metric of NaN samples
+            row["diverged"] = diverged
+            ctx.log(f"[{stage}] {name} with {run.name}: {diverged} non-finite samples (diverged)")
+        for spec in options.metrics:
+            metric = registry("metrics").build(spec)
+            row[metric.name] = None if diverged else float(metric(flat(sol.x), flat(data["x1"])))
         ctx.run.append_metric(row)
         rows.append(row)
     if options.straightness:

@@ -86,6 +86,7 @@ def metric_vs_nfe_figure(rows: Sequence[Mapping[str, Any]], metric: str) -> Figu
     """``metric`` against NFE (log-log), one line per flow and solver; adaptive solves as points."""
     fig = Figure(figsize=(6, 3.8), layout="constrained")
     ax = fig.subplots()
+    rows = [r for r in rows if r.get(metric) is not None]  # diverged solves have no value
     keys = list(dict.fromkeys((r["flow"], r["solver"], r["steps"] is None) for r in rows))
     for flow, solver, adaptive in keys:
         sel = [

@@ -2,38 +2,120 @@
 
 Layout of ``runs/<name>-<timestamp>/``::
 
-    config.yaml              the resolved experiment (defaults filled in)
-    metrics.jsonl            one JSON record per line (training losses, evaluation rows)
+    config.yaml              the resolved experiment (defaults filled in); its first line is a
+                             comment with the sha256 of the rest
+    metrics.jsonl            one strict JSON record per line (training losses, evaluation rows)
     stages/<stage>/          checkpoints/ (resumable training), pairs/ (reflow store),
-                             flow.safetensors (final weights), done.json (completion marker)
+                             flow.safetensors (final weights), done.json (completion marker,
+                             with the sha256 of the weights, sealed)
     plots/*.png              figures
     report.md                metrics table and embedded plots
+    .lock                    the lock file (``flock``) of the process writing the run
 
 Every file is written atomically and durably (:func:`flowkit.atomic.atomic_write`), and a stage's
 ``done.json`` is written last, so a killed run never leaves a file that a resume would trust.
-Only a *writer* (``writer=True``, rank 0 of a distributed run) touches the disk: on other ranks
-every write method is a no-op, so rank-0-only output needs no checks elsewhere.
+Files read back later are checked against their recorded sha256; a damaged one raises
+:class:`~flowkit.errors.DamagedRunError` naming it and what to do. Only a *writer*
+(``writer=True``, rank 0 of a distributed run) touches the disk: on other ranks every write
+method is a no-op, so rank-0-only output needs no checks elsewhere.
+
+Names (the run's and the stages') become directory names: :func:`check_name` keeps them inside.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
 import time
-from collections.abc import Callable, Mapping
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
-from flowkit.atomic import atomic_write
-from flowkit.experiment.errors import ConfigError
+from flowkit.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
+from flowkit.checks import OptionError
+from flowkit.errors import DamagedRunError
+from flowkit.experiment.errors import ConfigError, RunInUseError
+from flowkit.integrity import read_json, seal, sha256_bytes, strict_json
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 DONE_FILE = "done.json"
 WEIGHTS_FILE = "flow.safetensors"
+LOCK_FILE = ".lock"
+#: The key of ``done.json`` holding the sha256 of the stage's files (``{name: sha256}``).
+FILES_KEY = "files"
+#: Bytes a run name leaves for the directory's ``-YYYYmmdd-HHMMSS-NN`` suffix.
+RUN_SUFFIX_BYTES = 19
+MAX_NAME_BYTES = 255
+CONFIG_HEADER = re.compile(r"\A# flowkit run config, sha256 of the lines below: ([0-9a-f]{64})\n")
+
+
+def check_name(value: Any, name: str, reserve: int = 0) -> str:
+    """``value`` if it is a safe file name for a run or stage directory, else raise.
+
+    A safe name is a non-empty string of at most ``255 - reserve`` UTF-8 bytes, without ``/``,
+    ``\\``, NUL or other control characters, that does not start with ``.`` (so neither ``.``
+    nor ``..``, nor a hidden or temporary name).
+
+    Args:
+        value: the name.
+        name: the option's key path, for the error (``"name"``, ``"stages[1].name"``).
+        reserve: bytes the caller appends to the name (a run directory's timestamp).
+
+    Raises:
+        OptionError: naming ``name`` and what is wrong.
+    """
+    if not isinstance(value, str):
+        raise OptionError(name, f"must be a string, got {type(value).__name__}")
+    limit = MAX_NAME_BYTES - reserve
+    if not value:
+        raise OptionError(name, "must not be empty")
+    if any(c in value for c in "/\\"):
+        raise OptionError(
+            name, f"must not contain '/' or '\\' (it names a directory), got {value!r}"
+        )
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise OptionError(name, "must not contain NUL or other control characters")
+    if value.startswith("."):
+        raise OptionError(
+            name, f"must not start with '.' (no '.', '..' or hidden names), got {value!r}"
+        )
+    size = len(value.encode("utf-8"))
+    if size > limit:
+        raise OptionError(name, f"must be at most {limit} bytes in UTF-8, got {size}")
+    return value
+
+
+def directory_key(name: str) -> str:
+    """What a directory name is on a case-insensitive, normalising file system."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def check_stage_names(names: Iterable[Any], key: str = "stages") -> None:
+    """Check every stage name (:func:`check_name`) and that no two share a directory.
+
+    Two names that differ only in letter case or Unicode normalisation (``Train`` and ``train``)
+    would share a directory on macOS and Windows, so they are refused everywhere.
+
+    Raises:
+        OptionError: at ``key[i].name`` for the first bad or clashing name.
+    """
+    seen: dict[str, str] = {}
+    for i, value in enumerate(names):
+        where = f"{key}[{i}].name"
+        check_name(value, where)
+        other = seen.setdefault(directory_key(value), value)
+        if other != value:
+            raise OptionError(where, f"{value!r} and {other!r} would share one directory")
 
 
 class RunDir:
@@ -47,23 +129,33 @@ class RunDir:
     def __init__(self, root: str | Path, writer: bool = True) -> None:
         self.root = Path(root)
         self.writer = writer
+        self.digests: dict[str, str] = {}
+        self.lock_fd: int | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r}, writer={self.writer})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the lock (rank 0 sends the run directory to the other ranks)."""
+        return {**self.__dict__, "lock_fd": None}
+
     @classmethod
     def create(cls, out: str | Path, name: str, writer: bool = True) -> RunDir:
-        """A new directory ``out/<name>-<YYYYmmdd-HHMMSS>`` (suffixed if that exists)."""
+        """A new directory ``out/<name>-<YYYYmmdd-HHMMSS>`` (suffixed ``-2``, ``-3``, ... if that
+        exists); processes creating the same name at once each get their own."""
+        check_name(name, "name", RUN_SUFFIX_BYTES)
         stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        root = Path(out) / stem
-        suffix = 1
-        while root.exists():
-            suffix += 1
-            root = Path(out) / f"{stem}-{suffix}"
-        run = cls(root, writer)
-        if writer:
-            root.mkdir(parents=True)
-        return run
+        if not writer:
+            return cls(Path(out) / stem, writer)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for suffix in range(1, 100):
+            root = Path(out) / (stem if suffix == 1 else f"{stem}-{suffix}")
+            try:
+                root.mkdir()
+            except FileExistsError:
+                continue
+            return cls(root, writer)
+        raise ConfigError([("--out", f"over 99 runs named {stem!r} under {str(out)!r}")])
 
     @classmethod
     def existing(cls, root: str | Path, writer: bool = True) -> RunDir:
@@ -76,17 +168,58 @@ class RunDir:
     @classmethod
     def latest(cls, out: str | Path, name: str, writer: bool = True) -> RunDir:
         """The most recent run of experiment ``name`` under ``out``."""
+        check_name(name, "name", RUN_SUFFIX_BYTES)
         runs = [p for p in Path(out).glob(f"{name}-*") if (p / CONFIG_FILE).is_file()]
         if not runs:
             raise ConfigError([("--resume", f"no run of {name!r} under {str(out)!r} to resume")])
         return cls(max(runs, key=lambda p: (p / CONFIG_FILE).stat().st_mtime), writer)
+
+    def acquire_lock(self) -> None:
+        """Take the run's exclusive lock (writer only; held until :meth:`release_lock` or the
+        process ends, so a killed process leaves no stale lock).
+
+        Raises:
+            RunInUseError: another process holds it (its PID in the message).
+        """
+        if not self.writer or self.lock_fd is not None:
+            return
+        fd = os.open(self.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise RunInUseError(str(self.root), int(holder) if holder.isdigit() else None) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.lock_fd = fd
+
+    def release_lock(self) -> None:
+        """Release the lock taken by :meth:`acquire_lock` (if held)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    @contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        """Hold the run's lock for the ``with`` block."""
+        self.acquire_lock()
+        try:
+            yield self
+        finally:
+            self.release_lock()
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files a killed writer left (call with the lock held)."""
+        return remove_stale_temporaries(self.root) if self.writer else []
 
     def path(self, *parts: str) -> Path:
         """``root / parts`` (nothing is created)."""
         return self.root.joinpath(*parts)
 
     def stage_path(self, stage: str, *parts: str) -> Path:
-        return self.path("stages", stage, *parts)
+        """``root/stages/<stage>/parts`` (``stage`` must be a safe name: :func:`check_name`)."""
+        return self.path("stages", check_name(stage, "stage name"), *parts)
 
     def writable_dir(self, *parts: str) -> Path | None:
         """Create and return ``root / parts`` for a writer; None on other ranks."""
@@ -103,6 +236,8 @@ class RunDir:
         (rank 0 writes them, every rank resumes from them) and reflow pair stores (every rank
         writes its own shards).
         """
+        if parts[:1] == ("stages",) and len(parts) > 1:
+            check_name(parts[1], "stage name")
         directory = self.path(*parts)
         if self.writer:
             directory.mkdir(parents=True, exist_ok=True)
@@ -118,60 +253,146 @@ class RunDir:
         return target
 
     def write_text(self, rel: str, text: str) -> Path:
-        return self.write_with(rel, lambda p: p.write_text(text))
+        return self.write_with(rel, lambda p: p.write_text(text, encoding="utf-8"))
 
     def write_json(self, rel: str, obj: Any) -> Path:
-        return self.write_text(rel, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        """Write strict JSON (NaN and ±inf as ``null``)."""
+        return self.write_text(rel, strict_json(obj, indent=2) + "\n")
 
     def write_config(self, config: Mapping[str, Any]) -> Path:
-        return self.write_text(CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
+        """Write ``config.yaml`` with a first-line comment holding the sha256 of the rest."""
+        body = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
+        digest = sha256_bytes(body.encode("utf-8"))
+        header = f"# flowkit run config, sha256 of the lines below: {digest}\n"
+        return self.write_text(CONFIG_FILE, header + body)
 
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self.path(CONFIG_FILE).read_text())
+        """The experiment in ``config.yaml``, checked against its recorded sha256.
+
+        Raises:
+            DamagedRunError: the file is missing, unreadable or differs from its sha256.
+        """
+        path = self.path(CONFIG_FILE)
+        hint = (
+            "restore it from a backup; if you edited it on purpose, delete its first line "
+            "(the sha256 comment)"
+        )
+        try:
+            text = path.read_bytes().decode("utf-8")
+            match = CONFIG_HEADER.match(text)
+            if match and sha256_bytes(text[match.end() :].encode("utf-8")) != match.group(1):
+                raise DamagedRunError(path, "run config", hint, "its sha256 differs")
+            config = yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise DamagedRunError(path, "run config", hint, f"unreadable: {err}") from None
+        if not isinstance(config, dict):
+            raise DamagedRunError(path, "run config", hint, "not a mapping")
+        return config
 
     def save_tensors(self, rel: str, tensors: Mapping[str, Tensor]) -> Path:
-        """Atomically save a flat ``{name: tensor}`` map as safetensors."""
+        """Atomically save a flat ``{name: tensor}`` map as safetensors (its sha256 is kept
+        for the stage's ``done.json``)."""
         state = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        return self.write_with(rel, lambda p: save_file(state, str(p)))
+        blob = safetensors_bytes(state)
+        self.digests[rel] = sha256_bytes(blob)
+        target = self.path(rel)
+        if self.writer:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, blob)
+        return target
 
-    def load_tensors(self, rel: str) -> dict[str, Tensor]:
-        return load_file(str(self.path(rel)))
+    def load_tensors(
+        self, rel: str, sha256: str | None = None, hint: str = ""
+    ) -> dict[str, Tensor]:
+        """Load a safetensors file, checked against ``sha256`` when given.
+
+        Raises:
+            DamagedRunError: the file is missing, unreadable or differs from ``sha256``.
+        """
+        path = self.path(rel)
+        hint = hint or "restore it, or delete the run and start again"
+        try:
+            blob = path.read_bytes()
+        except OSError as err:
+            raise DamagedRunError(path, "weights", hint, f"unreadable: {err}") from None
+        if sha256 is not None and sha256_bytes(blob) != sha256:
+            raise DamagedRunError(path, "weights", hint, "its sha256 differs from done.json")
+        try:
+            return safetensors_load(blob)
+        except Exception as err:  # any safetensors parse error
+            raise DamagedRunError(path, "weights", hint, f"unreadable: {err}") from None
 
     def save_figure(self, rel: str, figure: Any) -> Path:
         """Atomically save a matplotlib figure as PNG."""
         return self.write_with(rel, lambda p: figure.savefig(p, format="png", dpi=110))
 
     def append_metric(self, record: Mapping[str, Any]) -> None:
-        """Append one JSON line to ``metrics.jsonl`` (flushed, so a crash loses at most it)."""
+        """Append one strict JSON line to ``metrics.jsonl`` (NaN and ±inf as ``null``; flushed,
+        so a crash loses at most it)."""
         if not self.writer:
             return
-        with self.path(METRICS_FILE).open("a") as fh:
-            fh.write(json.dumps(dict(record)) + "\n")
+        with self.path(METRICS_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(strict_json(dict(record)) + "\n")
             fh.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Records of ``metrics.jsonl``; a truncated last line (killed run) is skipped."""
+        """Records of ``metrics.jsonl``; a damaged line (e.g. the truncated last line of a
+        killed run) is skipped."""
         path = self.path(METRICS_FILE)
         if not path.is_file():
             return []
         records = []
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(record, dict):
+                records.append(record)
         return records
 
     def keep_metrics(self, keep: Callable[[dict[str, Any]], bool]) -> None:
         """Rewrite ``metrics.jsonl`` with only the records ``keep`` accepts (used on resume)."""
         kept = [r for r in self.read_metrics() if keep(r)]
-        self.write_text(METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+        self.write_text(METRICS_FILE, "".join(strict_json(r) + "\n" for r in kept))
 
     def mark_done(self, stage: str, info: Mapping[str, Any]) -> None:
-        """Write the stage's completion marker (always the stage's last write)."""
-        self.write_json(f"stages/{stage}/{DONE_FILE}", dict(info))
+        """Write the stage's completion marker (always the stage's last write), sealed and with
+        the sha256 of the files this process saved directly in the stage's directory."""
+        prefix = f"stages/{check_name(stage, 'stage name')}/"
+        files = {
+            rel.removeprefix(prefix): digest
+            for rel, digest in self.digests.items()
+            if rel.startswith(prefix) and "/" not in rel.removeprefix(prefix)
+        }
+        self.write_json(f"{prefix}{DONE_FILE}", seal({**info, FILES_KEY: files}))
+
+    def done_hint(self, stage: str) -> str:
+        """What to do about a damaged file of finished stage ``stage``."""
+        marker = self.stage_path(stage, DONE_FILE)
+        return (
+            f"delete {str(marker)!r} and run `flowkit run --resume {self.root}`: stage "
+            f"{stage!r} is redone from its last intact checkpoint"
+        )
 
     def done(self, stage: str) -> dict[str, Any] | None:
-        """The completion marker of ``stage``, or None if the stage has not finished."""
+        """The completion marker of ``stage``, or None if the stage has not finished.
+
+        Raises:
+            DamagedRunError: the marker is unreadable or fails its seal.
+        """
         path = self.stage_path(stage, DONE_FILE)
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.exists():
+            return None
+        info = read_json(path, "stage completion record", self.done_hint(stage))
+        if not isinstance(info.get(FILES_KEY, {}), dict):
+            raise DamagedRunError(path, "stage completion record", self.done_hint(stage))
+        return info
+
+    def load_stage_tensors(
+        self, stage: str, info: Mapping[str, Any], name: str
+    ) -> dict[str, Tensor]:
+        """File ``name`` of finished stage ``stage``, checked against the sha256 its ``done.json``
+        (``info``) recorded."""
+        digest = info.get(FILES_KEY, {}).get(name)
+        return self.load_tensors(f"stages/{stage}/{name}", digest, self.done_hint(stage))

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +18,14 @@ import torch
 
 import flowkit
 from flowkit import distributed
+from flowkit.checks import OptionError
 from flowkit.experiment.config import load_config
 from flowkit.experiment.context import Context, restored_threads
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.report import write_report
 from flowkit.experiment.rundir import RunDir
 from flowkit.experiment.schema import Experiment, validate
-from flowkit.experiment.specs import SolverSpec
+from flowkit.experiment.specs import Problems, SolverSpec, check_solver
 from flowkit.experiment.stages import STAGE_TYPES
 from flowkit.flow import Flow
 
@@ -72,10 +75,19 @@ def open_run(
     out: str | os.PathLike,
     resume: bool | str | os.PathLike,
 ) -> tuple[Experiment, RunDir]:
-    """The validated experiment and its run directory (new, or the one to resume)."""
+    """The validated experiment and its run directory (new, or the one to resume), locked.
+
+    On resume, the temporary files a killed run left are deleted (with the lock held).
+
+    Raises:
+        ConfigError: an invalid experiment, or one that differs from the resumed run's.
+        RunInUseError: another process is writing the run.
+        DamagedRunError: the resumed run's config.yaml is damaged.
+    """
     if resume is False:
         experiment = resolve(config, overrides)
         run = RunDir.create(out, experiment.name)
+        run.acquire_lock()
         run.write_config(experiment.resolved)
         return experiment, run
     if resume is True:
@@ -84,9 +96,16 @@ def open_run(
     else:
         run = RunDir.existing(resume)
         experiment = None if config is None and not overrides else resolve(config, overrides)
-    stored = validate(run.read_config(), str(run.path("config.yaml")))
-    if experiment is not None:
-        check_same_config(stored.resolved, experiment.resolved, run)
+    run.acquire_lock()
+    try:
+        stored = validate(run.read_config(), str(run.path("config.yaml")))
+        if experiment is not None:
+            check_same_config(stored.resolved, experiment.resolved, run)
+        for path in run.remove_stale_temporaries():
+            warnings.warn(f"removed {path}, left by an interrupted run", stacklevel=2)
+    except BaseException:
+        run.release_lock()
+        raise
     return stored, run
 
 
@@ -129,6 +148,16 @@ def run_stages(
 ) -> RunResult:
     """The body of :func:`run` (which restores torch's thread count afterwards)."""
     experiment, run_dir = distributed.from_rank_zero(open_run, config, overrides, out, resume)
+    try:
+        return run_locked(experiment, run_dir, resume, quiet)
+    finally:
+        run_dir.release_lock()
+
+
+def run_locked(
+    experiment: Experiment, run_dir: RunDir, resume: bool | str | os.PathLike, quiet: bool
+) -> RunResult:
+    """Run the stages of ``experiment`` in ``run_dir`` (whose lock rank 0 holds)."""
     run_dir.writer = distributed.is_writer()  # under torchrun: rank 0 writes, all ranks work
     ctx = Context.create(experiment, run_dir, quiet=quiet or not run_dir.writer)
     finished = {s.name for s in experiment.stages if run_dir.done(s.name) is not None}
@@ -149,9 +178,10 @@ def run_stages(
     return RunResult(run_dir.root, experiment, dict(ctx.flows), run_dir.read_metrics())
 
 
-def load_run(run_dir: str | os.PathLike, quiet: bool = True) -> Context:
+def load_run(run_dir: str | os.PathLike | RunDir, quiet: bool = True) -> Context:
     """A finished (or partly finished) run with the flows of its finished stages loaded."""
-    run_dir = RunDir.existing(run_dir)
+    if not isinstance(run_dir, RunDir):
+        run_dir = RunDir.existing(run_dir)
     experiment = validate(run_dir.read_config(), str(run_dir.path("config.yaml")))
     ctx = Context.create(experiment, run_dir, quiet=quiet)
     for stage in experiment.stages:
@@ -164,26 +194,53 @@ def load_run(run_dir: str | os.PathLike, quiet: bool = True) -> Context:
 
 
 def evaluate_run(run_dir: str | os.PathLike, quiet: bool = False) -> list[dict[str, Any]]:
-    """Re-run the evaluate stages of a run on its saved flows; rewrite plots and report.md."""
-    with restored_threads():
-        return evaluate_stages(load_run(run_dir, quiet=quiet))
+    """Re-run the evaluate stages of a run on its saved flows; rewrite plots and report.md.
+
+    The run is locked meanwhile (:class:`RunInUseError` if another process writes it). For an
+    unfinished run see :func:`evaluate_stages`.
+    """
+    with restored_threads(), RunDir.existing(run_dir).locked() as run:
+        return evaluate_stages(load_run(run, quiet=quiet))
 
 
 def evaluate_stages(ctx: Context) -> list[dict[str, Any]]:
-    """The body of :func:`evaluate_run`."""
+    """The body of :func:`evaluate_run`.
+
+    In a finished run the run's own evaluate stages are rerun. In an unfinished one they are
+    rerun as separate evaluations of the finished flows, named ``<stage>.partial``: the run's
+    own evaluate stages stay unfinished, and resuming the run still runs them.
+    """
     experiment = ctx.experiment
     stages = [s for s in experiment.stages if s.rerun_on_eval]
     if not stages:
         stage = STAGE_TYPES.get("evaluate").factory(name="evaluate", index=len(experiment.stages))
         stage.resolve(experiment, None, "", [])
-        experiment.stages.append(stage)
         stages = [stage]
+    if any(ctx.run.done(s.name) is None for s in experiment.stages):
+        stages = [partial_evaluation(s, ctx) for s in stages]
+    experiment.stages += [s for s in stages if s not in experiment.stages]
     names = {s.name for s in stages}
     ctx.run.keep_metrics(lambda r: r.get("stage") not in names)
     for stage in stages:
         ctx.run.mark_done(stage.name, stage.run(ctx))
     write_report(ctx)
     return [r for r in ctx.run.read_metrics() if r.get("stage") in names]
+
+
+def partial_evaluation(stage: Any, ctx: Context) -> Any:
+    """A copy of evaluate stage ``stage`` named ``<name>.partial`` (a name no stage of the run
+    has) that evaluates only the flows finished so far."""
+    taken = {s.name for s in ctx.experiment.stages}
+    name = f"{stage.name}.partial"
+    while name in taken:
+        name += ".partial"
+    copy = dataclasses.replace(stage, name=name)
+    options = getattr(stage, "options", None)
+    if options is not None and getattr(options, "flows", None):
+        copy.options = dataclasses.replace(
+            options, flows=[f for f in options.flows if f in ctx.flows]
+        )
+    return copy
 
 
 def sample_run(
@@ -199,11 +256,30 @@ def sample_run(
     name = stage or next(reversed(ctx.flows))
     if name not in ctx.flows:
         raise ConfigError([("--stage", f"must be one of {', '.join(ctx.flows)}, got {name!r}")])
-    spec = SolverSpec.parse(solver)
-    if steps is not None:
-        spec.sample_args["steps"] = steps
+    spec = solver_option(solver, steps)
     g = torch.Generator().manual_seed(seed)
     x0, cond = ctx.base_coupling.sample_source(n, generator=g)
     flow = ctx.flows[name].eval()
-    sol = flowkit.sample(flow, x0.to(ctx.device), cond=cond or None, **spec.arguments())
+    try:
+        sol = flowkit.sample(flow, x0.to(ctx.device), cond=cond or None, **spec.arguments())
+    except OptionError as err:
+        key = "--steps" if err.option == "steps" else "--solver"
+        raise ConfigError([(key, err.detail)]) from None
     return sol.x.cpu()
+
+
+def solver_option(solver: str | Mapping[str, Any], steps: int | None) -> SolverSpec:
+    """The solver of ``flowkit sample`` (``--solver``, ``--steps``), checked like a YAML one.
+
+    Raises:
+        ConfigError: an unknown solver or bad options, at ``--solver``.
+    """
+    spec = {"name": solver} if isinstance(solver, str) else dict(solver)
+    if steps is not None:
+        spec["steps"] = steps
+    problems: Problems = []
+    check_solver(spec, "solver", problems)
+    if problems:
+        flags = {"solver.steps": "--steps"}
+        raise ConfigError([(flags.get(key, "--solver"), message) for key, message in problems])
+    return SolverSpec.parse(spec)

@@ -180,7 +180,11 @@ class SolverSpec:
 
 
 def check_solver(spec: Any, key: str, problems: Problems, many_steps: bool = False) -> None:
-    """Append the problems of solver ``spec`` (``steps`` may be a list with ``many_steps``)."""
+    """Append the problems of solver ``spec`` (``steps`` may be a list with ``many_steps``).
+
+    An experiment's solvers map sources to samples, so they must integrate the whole span
+    ``0 -> 1`` (a grid ``[1, 0]`` or ``[0, 0.5]`` would be scored as samples of the target).
+    """
     from flowkit.solvers import plan
 
     if not isinstance(spec, str | Mapping):
@@ -205,7 +209,13 @@ def check_solver(spec: Any, key: str, problems: Problems, many_steps: bool = Fal
             return
     for run in parsed.runs():
         try:
-            plan(**run.arguments())
+            times = plan(**run.arguments()).times
         except (ValueError, TypeError) as err:
             report(problems, key, err)
+            return
+        if (float(times[0]), float(times[-1])) != (0.0, 1.0):
+            span = f"{float(times[0])} -> {float(times[-1])}"
+            problems.append(
+                (key, f"must integrate from t = 0 (source) to t = 1 (data); got {span}")
+            )
             return

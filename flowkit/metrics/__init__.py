@@ -16,7 +16,7 @@ Functions return floats (or a small dataclass for :func:`trajectory_metrics`)::
 the options bound; its ``inputs`` says which data it takes.
 """
 
-from flowkit.metrics.base import INPUTS, Metric, register_metric
+from flowkit.metrics.base import INPUTS, Metric, NonFiniteSamplesError, register_metric
 from flowkit.metrics.discrepancy import energy_distance, energy_test, median_bandwidth, mmd
 from flowkit.metrics.trajectory import (
     TrajectoryMetrics,
@@ -34,6 +34,7 @@ names = METRICS.names
 __all__ = [
     "INPUTS",
     "Metric",
+    "NonFiniteSamplesError",
     "TrajectoryMetrics",
     "build",
     "energy_distance",

@@ -7,8 +7,9 @@ YAML evaluation block can name metrics like any other component.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowkit.checks import Check
 from flowkit.registry import METRICS
 
 INPUTS = {
@@ -46,29 +48,48 @@ class Metric:
         return self.fn(*data, **{**self.options, **kwargs})
 
 
-def register_metric(name: str, inputs: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_metric(
+    name: str, inputs: str, checks: Mapping[str, Check] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a metric function taking two data arguments then keyword options.
 
     The registered factory accepts exactly the function's options (so unknown options in a spec
-    are reported with the allowed ones) and returns a :class:`Metric`. The function itself is
-    returned unchanged.
+    are reported with the allowed ones) and returns a :class:`Metric`. ``checks`` maps options to
+    their :class:`~flowkit.checks.Check`: they run when the metric is built (so ``flowkit
+    validate`` refuses ``projections: 0``) and when the function is called directly; the
+    function is returned wrapped by them.
     """
     if inputs not in INPUTS:
         raise ValueError(f"inputs must be one of {', '.join(INPUTS)}; got {inputs!r}")
+    checks = dict(checks or {})
+
+    def checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: checks[k](v, k) if k in checks else v for k, v in options.items()}
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        params = list(inspect.signature(fn).parameters.values())[2:]
+        signature = inspect.signature(fn)
+        params = list(signature.parameters.values())[2:]
         options = [p if p.kind is p.VAR_KEYWORD else p.replace(kind=p.KEYWORD_ONLY) for p in params]
 
+        @functools.wraps(fn)
+        def metric(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.arguments.update(checked_options(bound.arguments))
+            return fn(*bound.args, **bound.kwargs)
+
         def factory(**opts: Any) -> Metric:
-            return Metric(name=name, fn=fn, inputs=inputs, options=opts)
+            return Metric(name=name, fn=fn, inputs=inputs, options=checked_options(opts))
 
         factory.__signature__ = inspect.Signature(options)  # type: ignore[attr-defined]
         factory.__doc__ = fn.__doc__
         METRICS.add(name, factory)
-        return fn
+        return metric if checks else fn
 
     return deco
+
+
+class NonFiniteSamplesError(ValueError):
+    """Samples given to a metric hold NaN or inf values."""
 
 
 def as_matrix(x: Any, argument: str) -> Tensor:
@@ -80,6 +101,12 @@ def as_matrix(x: Any, argument: str) -> Tensor:
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"{argument} must hold at least one sample; got shape {tuple(x.shape)}")
     x = x.detach().to(torch.float64)
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1).sum())
+        raise NonFiniteSamplesError(
+            f"{argument} holds {bad} sample(s) with NaN or inf values of {x.shape[0]}; a metric "
+            "of non-finite samples is meaningless (did the solver or the training diverge?)"
+        )
     return x.reshape(x.shape[0], -1)
 
 

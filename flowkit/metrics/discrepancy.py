@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowkit.checks import POSITIVE_INT, POSITIVE_REAL, Flag, Nullable
 from flowkit.metrics.base import as_sample_pair, register_metric
 
 CHUNK = 2048
@@ -43,7 +44,7 @@ def _negative_distance(d: Tensor) -> Tensor:
     return -d
 
 
-@register_metric("energy_distance", inputs="samples")
+@register_metric("energy_distance", inputs="samples", checks={"unbiased": Flag()})
 def energy_distance(x: Any, y: Any, unbiased: bool = True) -> float:
     """Energy distance (Székely & Rizzo) between two sample sets.
 
@@ -57,7 +58,7 @@ def energy_distance(x: Any, y: Any, unbiased: bool = True) -> float:
     return two_sample_statistic(xm, ym, _negative_distance, unbiased)
 
 
-@register_metric("energy_test", inputs="samples")
+@register_metric("energy_test", inputs="samples", checks={"permutations": POSITIVE_INT})
 def energy_test(
     x: Any, y: Any, permutations: int = 200, generator: torch.Generator | None = None
 ) -> float:
@@ -70,8 +71,6 @@ def energy_test(
     a few thousand samples.
     """
     xm, ym = as_sample_pair(x, y)
-    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 1:
-        raise ValueError(f"permutations must be a positive integer; got {permutations!r}")
     n, m = xm.shape[0], ym.shape[0]
     if n < 2 or m < 2:
         raise ValueError(f"energy_test needs at least 2 samples per set; got {n} and {m}")
@@ -113,7 +112,7 @@ def median_bandwidth(x: Tensor, y: Tensor, max_points: int = 1024) -> float:
     return float(torch.quantile(dist[upper[0], upper[1]], 0.5))
 
 
-@register_metric("mmd", inputs="samples")
+@register_metric("mmd", inputs="samples", checks={"bandwidth": Nullable(POSITIVE_REAL)})
 def mmd(x: Any, y: Any, bandwidth: float | None = None) -> float:
     """Squared maximum mean discrepancy with a Gaussian (RBF) kernel, unbiased estimate.
 

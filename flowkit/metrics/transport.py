@@ -7,10 +7,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowkit.checks import POSITIVE_INT
 from flowkit.metrics.base import as_matrix, as_sample_pair, register_metric
 
 
-@register_metric("w2", inputs="samples")
+@register_metric("w2", inputs="samples", checks={"max_iter": POSITIVE_INT})
 def w2(x: Any, y: Any, max_iter: int = 10_000_000) -> float:
     """Exact 2-Wasserstein distance between two empirical distributions (POT's ``emd2``).
 
@@ -68,7 +69,7 @@ def wasserstein_1d_squared(x: Tensor, y: Tensor) -> Tensor:
     return (widths[:, None] * (xs[ix] - ys[iy]) ** 2).sum(0)
 
 
-@register_metric("sliced_w2", inputs="samples")
+@register_metric("sliced_w2", inputs="samples", checks={"projections": POSITIVE_INT})
 def sliced_w2(
     x: Any, y: Any, projections: int = 128, generator: torch.Generator | None = None
 ) -> float:
@@ -85,8 +86,6 @@ def sliced_w2(
         generator: random generator for the directions (CPU).
     """
     xm, ym = as_sample_pair(x, y)
-    if isinstance(projections, bool) or not isinstance(projections, int) or projections < 1:
-        raise ValueError(f"projections must be a positive integer; got {projections!r}")
     theta = torch.randn(xm.shape[1], projections, dtype=torch.float64, generator=generator)
     theta = theta / theta.norm(dim=0, keepdim=True)
     return float(wasserstein_1d_squared(xm @ theta, ym @ theta).mean()) ** 0.5

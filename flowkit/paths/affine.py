@@ -10,12 +10,14 @@ import torch
 from torch import Tensor
 
 from flowkit._tensor import as_time, check_unit_interval, expand_time
+from flowkit.checks import Real
 from flowkit.paths import conversions as cv
 from flowkit.paths import weights
 from flowkit.paths.schedules.base import Schedule
 from flowkit.registry import PATHS, SCHEDULES, did_you_mean
 
 PREDICTIONS = ("velocity", "epsilon", "x1", "score")
+ENDPOINT_GUARD = Real(minimum=0, maximum=0.5, exclusive_minimum=True, exclusive_maximum=True)
 
 
 @dataclass
@@ -74,9 +76,8 @@ class AffinePath:
 
     def __init__(self, schedule: Schedule | str | dict = "rectified", eps: float = 1e-5) -> None:
         self.schedule: Schedule = SCHEDULES.build(schedule)
-        if not 0.0 <= eps < 0.5:
-            raise ValueError(f"eps must lie in [0, 0.5), got {eps}")
-        self.eps = eps
+        # eps = 0 would let the endpoint conversions divide by a(0) = 0 or b(1) = 0 (inf/NaN)
+        self.eps = ENDPOINT_GUARD(eps, "eps")
         ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
         s = self.schedule
         det = s.a(ends) * s.db(ends) - s.da(ends) * s.b(ends)

@@ -9,6 +9,7 @@ from flowkit.solvers import adaptive, ddim, fixed, stochastic
 from flowkit.solvers.base import Solution, Solver
 from flowkit.solvers.grid import grid_from_sigmas, make_grid
 from flowkit.solvers.guidance import CFGuidance
+from flowkit.solvers.inputs import NonFiniteSampleError
 from flowkit.solvers.likelihood import LogLikelihood, log_likelihood
 from flowkit.solvers.mask import TokenMask
 from flowkit.solvers.sampling import SamplePlan, plan, sample
@@ -21,6 +22,7 @@ __all__ = [
     "CFGuidance",
     "FlowScheduler",
     "LogLikelihood",
+    "NonFiniteSampleError",
     "SamplePlan",
     "Solution",
     "Solver",

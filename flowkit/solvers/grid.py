@@ -54,7 +54,7 @@ def check_grid(grid: Sequence[float] | Tensor, name: str = "grid") -> Tensor:
         raise OptionError(
             name,
             f"must be strictly monotone (increasing to sample, decreasing to integrate "
-            f"backwards); got {g.tolist()[:8]}"
+            f"backwards); got {g.tolist()[:8]}",
         )
     return g
 
@@ -123,8 +123,9 @@ def make_grid(
         for name, v, end in (("t_start", t_start, g[0]), ("t_end", t_end, g[-1])):
             if v is not None and float(v) != float(end):
                 raise OptionError(
-                    name, f"must equal the grid's end; {name}={v} conflicts with grid, which "
-                    f"runs from {g[0]} to {g[-1]}"
+                    name,
+                    f"must equal the grid's end; {name}={v} conflicts with grid, which "
+                    f"runs from {g[0]} to {g[-1]}",
                 )
         return g
     t0, t1 = _span(t_start, t_end)

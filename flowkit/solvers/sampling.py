@@ -14,6 +14,7 @@ from torch import Tensor
 from flowkit.registry import SOLVERS
 from flowkit.solvers.base import Context, Solution, Solver, as_field
 from flowkit.solvers.grid import make_grid, time_span
+from flowkit.solvers.inputs import check_result, check_start
 from flowkit.solvers.mask import TokenMask
 
 
@@ -63,6 +64,7 @@ RUNTIME_ARGUMENTS = (
     "cond",
     "conditioning_mask",
     "grad",
+    "check_finite",
 )
 
 
@@ -109,6 +111,7 @@ def sample(
     cond: dict[str, Any] | None = None,
     conditioning_mask: Tensor | None = None,
     grad: bool = False,
+    check_finite: bool = True,
     **solver_options: Any,
 ) -> Solution:
     """Integrate ``dx/dt = v(x, t)`` from ``x0`` at ``t_start`` to ``t_end`` with ``solver``.
@@ -135,10 +138,18 @@ def sample(
         conditioning_mask: per-token mask ``(B, N)`` for ``x0`` of shape ``(B, N, ...)``, see
             :mod:`flowkit.solvers.mask`.
         grad: keep the autograd graph (default: run under ``torch.no_grad()``).
+        check_finite: raise :class:`NonFiniteSampleError` for NaN/inf in ``x0`` or in the
+            result (one reduction each; False skips both).
         **solver_options: options of the solver (``rtol``, ``atol``, ``path``, ``eta``, ...).
 
     Returns:
-        :class:`Solution` with ``x``, ``nfe``, ``times``, ``trajectory`` and ``stats``.
+        :class:`Solution` with ``x``, ``nfe``, ``times``, ``trajectory`` and ``stats``. An empty
+        batch (``B = 0``) is returned as it is, with ``nfe = 0``.
+
+    Raises:
+        TypeError: ``x0`` is not a floating tensor, or not in the flow's dtype and device.
+        ValueError: a condition's batch size differs from ``x0``'s; bad grid arguments.
+        NonFiniteSampleError: NaN or inf in ``x0`` or in the result (``check_finite``).
 
     Example:
         >>> import torch, flowkit as fk
@@ -148,8 +159,9 @@ def sample(
     """
     planned = plan(solver, steps, step_size, grid, t_start, t_end, shift, mu, **solver_options)
     s, times = planned.solver, planned.times
-    if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
-        raise TypeError(f"x0 must be a floating-point tensor of shape (B, ...); got {x0!r:.80}")
+    check_start(field, x0, cond, check_finite)
+    if x0.shape[0] == 0:
+        return Solution(x0.clone(), 0, times, None, {"solver": type(s).__name__, "empty": True})
     f = as_field(field, cond)
     ctx = Context(source=field, generator=generator, record=return_trajectory, progress=progress)
     if conditioning_mask is not None:
@@ -160,4 +172,7 @@ def sample(
         if not s.adaptive:
             ctx.gates = mask.moving
     with nullcontext() if grad else torch.no_grad():
-        return s.solve(f, x0, times, ctx)
+        sol = s.solve(f, x0, times, ctx)
+    if check_finite:
+        check_result(sol.x, type(s).__name__)
+    return sol
