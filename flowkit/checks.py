@@ -119,8 +119,8 @@ class Integer(Check):
         return value
 
     def describe(self) -> str:
-        if self.minimum == 1 and self.maximum is None:
-            return "a positive integer"
+        if self.minimum == 1:
+            return "a positive integer" + (f" up to {self.maximum}" if self.maximum else "")
         return bounds_text("an integer", self.minimum, self.maximum, False, False)
 
 
@@ -244,6 +244,13 @@ class Custom(Check):
 
     def describe(self) -> str:
         return self.text
+
+
+def at_most(limit: int) -> Integer:
+    """A positive integer up to ``limit``: a resource size (steps, samples, widths) with a sane
+    upper bound, so a typo such as ``1e12`` is an error before any work instead of an
+    out-of-memory crash in the middle of it."""
+    return Integer(minimum=1, maximum=limit)
 
 
 POSITIVE_INT = Integer(minimum=1)

@@ -111,7 +111,7 @@ def test_stochastic_refuses_deterministic_coupling_and_backward() -> None:
             t_end=0.0,
             path="rectified",
         )
-    with pytest.raises(ValueError, match="eta must lie in"):
+    with pytest.raises(ValueError, match="eta must be a number in \\[0, 1\\]"):
         fk.sample(gaussian_velocity, draw(3, 0), "stochastic", steps=3, eta=2.0)
 
 

@@ -18,7 +18,6 @@ import torch
 
 from flowkit.checks import (
     NON_NEGATIVE_INT,
-    POSITIVE_INT,
     Custom,
     Flag,
     Integer,
@@ -27,6 +26,7 @@ from flowkit.checks import (
     OneOf,
     OptionError,
     Text,
+    at_most,
     shown,
 )
 from flowkit.experiment.errors import ConfigError
@@ -132,7 +132,7 @@ class Evaluation:
     """Evaluation options (the top-level `evaluation` section; an `evaluate` stage may override
     any of them)."""
 
-    n_samples: int = option("Generated and target samples per metric.", Integer(minimum=2), 2000)
+    n_samples: int = option("Generated and target samples per metric.", Integer(2, 10**6), 2000)
     solvers: list[Spec] = option(
         "Solvers to evaluate; a list of `steps` gives one row per step count.",
         Collect(check_solvers, "a list of solver specs"),
@@ -180,15 +180,15 @@ class Plots:
 
     enabled: bool = option("Write PNG plots and embed them in report.md.", Flag(), True)
     nfe: list[int] = option(
-        "Euler step counts shown in the samples grid.", ListOf(POSITIVE_INT), [1, 2, 8, 100]
+        "Euler step counts shown in the samples grid.", ListOf(at_most(10_000)), [1, 2, 8, 100]
     )
-    n_points: int = option("Points per scatter panel.", POSITIVE_INT, 1000)
+    n_points: int = option("Points per scatter panel.", at_most(10**6), 1000)
     trajectories: int = option(
         "Trajectories drawn per flow in trajectories.png (0: no trajectory plot).",
         NON_NEGATIVE_INT,
         64,
     )
-    trajectory_steps: int = option("Euler steps of the plotted trajectories.", POSITIVE_INT, 100)
+    trajectory_steps: int = option("Euler steps of the plotted trajectories.", at_most(10_000), 100)
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -236,7 +236,7 @@ class Experiment:
         "cpu",
     )
     threads: int | None = option(
-        "torch CPU threads (null: torch's default).", Nullable(POSITIVE_INT), None
+        "torch CPU threads (null: torch's default).", Nullable(at_most(1024)), None
     )
     data: Data = option("Source and target distributions.", None, {}, section=Data)
     path: Spec = option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from flowkit.checks import NON_NEGATIVE_INT, POSITIVE_INT, OptionError
+from flowkit.checks import Integer, OptionError, at_most
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 
@@ -61,8 +61,8 @@ class ConvNet(nn.Module):
     ) -> None:
         super().__init__()
         for arg, val in (("channels", channels), ("hidden", hidden), ("groups", groups)):
-            POSITIVE_INT(val, arg)
-        NON_NEGATIVE_INT(depth, "depth")
+            at_most(2**14)(val, arg)
+        Integer(0, 1024)(depth, "depth")
         if hidden % groups:
             raise OptionError("hidden", f"({hidden}) must be a multiple of groups ({groups})")
         self.channels = channels

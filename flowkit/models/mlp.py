@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowkit.checks import POSITIVE_INT, OneOf
+from flowkit.checks import OneOf, at_most
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 
@@ -36,8 +36,12 @@ class MLP(nn.Module):
         activation: str = "silu",
     ) -> None:
         super().__init__()
-        for arg, val in (("dim", dim), ("hidden", hidden), ("depth", depth)):
-            POSITIVE_INT(val, arg)
+        for arg, val, limit in (
+            ("dim", dim, 2**20),
+            ("hidden", hidden, 2**16),
+            ("depth", depth, 1024),
+        ):
+            at_most(limit)(val, arg)
         OneOf(tuple(ACTIVATIONS))(activation, "activation")
         self.dim = dim
         self.time = FourierTime(time_frequencies)

@@ -25,10 +25,11 @@ import torch
 from torch import Tensor
 
 from flowkit._tensor import check_unit_interval
-from flowkit.checks import POSITIVE_INT, POSITIVE_REAL, Nullable, OptionError, Real
+from flowkit.checks import POSITIVE_REAL, Nullable, OptionError, Real, at_most
 from flowkit.paths.shift import exponential_shift, shift_time, sigma_to_t
 
 UNIT = Real(minimum=0, maximum=1)
+MAX_STEPS = at_most(10**7)
 
 
 def _given(**kwargs: object) -> list[str]:
@@ -130,10 +131,12 @@ def make_grid(
         return g
     t0, t1 = _span(t_start, t_end)
     if steps is not None:
-        g = torch.linspace(t0, t1, POSITIVE_INT(steps, "steps") + 1, dtype=torch.float64)
+        g = torch.linspace(t0, t1, MAX_STEPS(steps, "steps") + 1, dtype=torch.float64)
     else:
         h = POSITIVE_REAL(step_size, "step_size")
         n = max(1, math.ceil(abs(t1 - t0) / h - 1e-9))
+        if n > MAX_STEPS.maximum:
+            raise OptionError("step_size", f"gives {n} steps; at most {MAX_STEPS.maximum} allowed")
         g = t0 + math.copysign(h, t1 - t0) * torch.arange(n + 1, dtype=torch.float64)
         g[-1] = t1
     if shift is not None:

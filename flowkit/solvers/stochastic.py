@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from flowkit.checks import PROBABILITY, OneOf
 from flowkit.paths.affine import AffinePath
-from flowkit.registry import SOLVERS, did_you_mean
+from flowkit.registry import SOLVERS
 from flowkit.solvers.base import Context
 from flowkit.solvers.ddim import Renoise
 
@@ -82,15 +83,8 @@ class Stochastic(Renoise):
         path: str | dict | AffinePath | None = None,
     ) -> None:
         super().__init__(path)
-        if noise not in NOISE_MODES:
-            raise ValueError(
-                f"noise must be one of {', '.join(NOISE_MODES)}; got {noise!r}."
-                + did_you_mean(str(noise), list(NOISE_MODES))
-            )
-        if not 0.0 <= float(eta) <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1]; got {eta!r}")
-        self.eta = float(eta)
-        self.noise = noise
+        self.noise = OneOf(tuple(NOISE_MODES))(noise, "noise")
+        self.eta = PROBABILITY(eta, "eta")
 
     def __repr__(self) -> str:
         return f"Stochastic(eta={self.eta}, noise={self.noise!r})"

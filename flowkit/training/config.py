@@ -22,6 +22,7 @@ from flowkit.checks import (
     OneOf,
     OptionError,
     OptionTypeError,
+    at_most,
 )
 from flowkit.options import check_options, option
 from flowkit.registry import TIME_SAMPLERS
@@ -60,8 +61,8 @@ class TrainConfig:
     ``time_sampler`` may be given as a spec and is stored built.
     """
 
-    steps: int = option("Optimisation steps.", POSITIVE_INT)
-    batch_size: int = option("Pairs per step.", POSITIVE_INT)
+    steps: int = option("Optimisation steps.", at_most(10**9))
+    batch_size: int = option("Pairs per step.", at_most(2**24))
     optimizer: OptimizerSpec = option(
         "Optimizer: `adam`, `adamw`, `sgd` or `{name: ..., **options}` (e.g. weight_decay).",
         Custom(check_optimizer, "`adam`, `adamw`, `sgd` or an optimizer spec"),

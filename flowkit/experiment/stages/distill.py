@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import flowkit
-from flowkit.checks import POSITIVE_INT
+from flowkit.checks import at_most
 from flowkit.experiment.stages.base import STAGE_TYPES
 from flowkit.experiment.stages.pairs import PairStage
 from flowkit.options import option
@@ -21,7 +21,7 @@ class DistillStage(PairStage):
     type: ClassVar[str] = "distill"
     needs_flow: ClassVar[bool] = True
 
-    steps_k: int = option("Student steps (1: one-step).", POSITIVE_INT, 1)
+    steps_k: int = option("Student steps (1: one-step).", at_most(1000), 1)
 
     def run(self, ctx: Any) -> dict[str, Any]:
         teacher = self.teacher_name(ctx)

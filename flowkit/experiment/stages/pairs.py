@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.checks import POSITIVE_INT, Nullable, OneOf, Text
+from flowkit.checks import Nullable, OneOf, Text, at_most
 from flowkit.experiment.schema import ONE_SOLVER
 from flowkit.experiment.specs import SolverSpec, join_key
 from flowkit.experiment.stages.base import FlowStage
@@ -29,7 +29,7 @@ class PairStage(FlowStage):
         ONE_SOLVER,
         {"name": "dopri5", "rtol": 1e-5, "atol": 1e-5},
     )
-    num_pairs: int = option("Pairs generated.", POSITIVE_INT, 20000)
+    num_pairs: int = option("Pairs generated.", at_most(10**9), 20000)
     init: str = option(
         "Start the new flow from the teacher's weights or from scratch.",
         OneOf(("teacher", "fresh")),
