@@ -7,20 +7,93 @@ couplings and the evaluation sets build, and every stage resolves its inherited 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.checks import did_you_mean
-from flowkit.experiment.components import build_coupling, build_data
-from flowkit.experiment.specs import Problems, join_key, report
+import torch
+from torch import Tensor
+
+from flowkit.checks import did_you_mean, shown
+from flowkit.experiment.components import build_coupling, build_data, pick_device
+from flowkit.experiment.specs import Problems, join_key, registry, report
 
 
 @dataclass
 class Parts:
-    """The built data distributions the stages' checks need."""
+    """What the stages' checks need: the built data and a small batch of it.
+
+    Attributes:
+        source, target: the data distributions.
+        x: two source samples.
+        cond: their conditions.
+        memory: bytes of memory of the experiment's device.
+    """
 
     source: Any
     target: Any
+    x: Tensor
+    cond: dict[str, Tensor]
+    memory: int
+
+
+CPU_CHECK_BYTES = 1 << 30
+
+
+def device_memory(device: str) -> int:
+    """Total memory (bytes) of ``device``: the GPU's, or the machine's RAM for the CPU."""
+    target = pick_device(device)
+    if target.type == "cuda":
+        return torch.cuda.get_device_properties(target.index or 0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def dry_forward(spec: Any, parts: Parts, device: str) -> Tensor:
+    """The output of a fresh model ``spec`` on the two-sample batch, on ``device``."""
+    with torch.device(device):
+        model = registry("models").build(spec)
+        x = parts.x.to(device)
+        return model(x, torch.zeros(x.shape[0]), **{k: v.to(device) for k, v in parts.cond.items()})
+
+
+def check_model_fits(spec: Any, parts: Parts, key: str, problems: Problems) -> None:
+    """Model ``spec`` must map a data batch to its own shape, and training it with Adam (weights,
+    gradients and two moments in float32) must fit in the device's memory.
+
+    The model is built and run on the meta device (shapes only, no memory); a model whose
+    forward pass cannot run on meta tensors (it reads values, say) is run for real on the CPU
+    when it is small (under :data:`CPU_CHECK_BYTES` of weights), and not shape-checked otherwise.
+    """
+    with torch.device("meta"):
+        params = sum(p.numel() for p in registry("models").build(spec).parameters())
+    if 16 * params > parts.memory:
+        problems.append(
+            (
+                key,
+                f"has {params:,} parameters: about {16 * params / 2**30:.1f} GiB to train with "
+                f"Adam, more than the {parts.memory / 2**30:.1f} GiB of the device",
+            )
+        )
+        return
+    try:
+        try:
+            out = dry_forward(spec, parts, "meta")
+        except (NotImplementedError, RuntimeError) as err:
+            if "meta" not in str(err) or 4 * params > CPU_CHECK_BYTES:
+                raise
+            out = dry_forward(spec, parts, "cpu")
+    except Exception as err:  # any failure of the user's model is reported, with its message
+        where = f"a forward pass on a batch of shape {tuple(parts.x.shape)} fails"
+        problems.append((key, f"does not fit the data: {where}: {shown(str(err))}"))
+        return
+    if tuple(out.shape) != tuple(parts.x.shape):
+        problems.append(
+            (
+                key,
+                f"maps inputs of shape {tuple(parts.x.shape)} to {tuple(out.shape)}; a flow's "
+                "model must return the shape of its input (check dim / channels)",
+            )
+        )
 
 
 def check_reference(name: str, known: list[str], key: str, problems: Problems) -> None:
@@ -40,22 +113,27 @@ def check_reference(name: str, known: list[str], key: str, problems: Problems) -
 
 
 def build_parts(experiment: Any, problems: Problems) -> Parts | None:
-    """The data and the top-level coupling, built once; None (with a problem) if they fail."""
+    """The data, the top-level coupling and a batch of two sources, built once; None (with a
+    problem) if they fail."""
     try:
         source, target = build_data(experiment.data)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OSError) as err:
         report(problems, "data", err)
         return None
     try:
-        build_coupling(experiment.coupling, source, target)
-    except (ValueError, TypeError) as err:
+        coupling = build_coupling(experiment.coupling, source, target)
+        x, cond = coupling.sample_source(2, generator=torch.Generator().manual_seed(0))
+    except (ValueError, TypeError, OSError) as err:
         report(problems, "coupling", err)
-    return Parts(source, target)
+        return None
+    return Parts(source, target, x, cond, device_memory(experiment.device))
 
 
 def check_pipeline(experiment: Any, problems: Problems) -> None:
     """Append the problems of the stage sequence and of everything built from the data."""
     parts = build_parts(experiment, problems)
+    if parts is not None:
+        check_model_fits(experiment.model, parts, "model", problems)
     flows: list[str] = []
     seen: set[str] = set()
     for i, stage in enumerate(experiment.stages):

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from flowkit.checks import POSITIVE_INT, ListOf, OptionError, did_you_mean, is_int, is_number, shown
 from flowkit.registry import REGISTRIES, Registry, RegistryError, load_plugins, split_spec
@@ -128,7 +131,9 @@ def check_component(kind: str, spec: Any, key: str, problems: Problems, build: b
     check_options(kind, name, options, key, problems)
     if build and kind in BUILD_TO_CHECK and len(problems) == before:
         try:
-            reg.build(spec)
+            # models are built on the meta device: their checks run, no memory is allocated
+            with torch.device("meta") if kind == "models" else nullcontext():
+                reg.build(spec)
         except (ValueError, TypeError) as err:
             report(problems, key, err)
 

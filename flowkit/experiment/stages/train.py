@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from flowkit.checks import Nullable, OneOf, Text
 from flowkit.experiment.components import build_coupling
+from flowkit.experiment.pipeline import check_model_fits
 from flowkit.experiment.specs import Problems, join_key, report
 from flowkit.experiment.stages.base import STAGE_TYPES, FlowStage
 from flowkit.options import option
@@ -41,10 +42,14 @@ class TrainStage(FlowStage):
 
     def resolve(self, experiment: Any, parts: Any, key: str, problems: Problems) -> None:
         super().resolve(experiment, parts, key, problems)
-        if self.coupling is not None and parts is not None:
+        if parts is None:
+            return
+        if self.model is not None:
+            check_model_fits(self.model, parts, join_key(key, "model"), problems)
+        if self.coupling is not None:
             try:
                 build_coupling(self.coupling, parts.source, parts.target)
-            except (ValueError, TypeError) as err:
+            except (ValueError, TypeError, OSError) as err:
                 report(problems, join_key(key, "coupling"), err)
 
     def flow_spec(self, ctx: Any) -> dict[str, Any]:
