@@ -35,8 +35,8 @@ REFUSED = [
     ("evaluation.metrics=[{name: w2, max_iter: -1}]", "evaluation.metrics[0].max_iter", "positive"),
     (
         "evaluation.metrics=[{name: energy_test, permutations: 0}]",
-        "evaluation.metrics[0]",
-        "sample sets",
+        "evaluation.metrics[0].permutations",
+        "positive",
     ),
     ("stages[3].flows=[distilled, later]", "stages[3].flows[1]", "earlier stage"),
     ("stages=[{type: evaluate, flows: [t]}, {type: train, name: t}]", "stages[0]", "needs a flow"),
