@@ -17,9 +17,51 @@ Example:
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+#: Names of temporary files and directories a killed writer may leave behind:
+#: ``.{stem}.tmp-{12 hex}{suffix}`` (:func:`temporary_path`) and the ``.{name}.{random}.tmp``
+#: staging and ``.{name}.{random}.old`` trash directories of checkpoints.
+STALE_PATTERN = re.compile(r"^\..+(\.tmp-[0-9a-f]{12}(\.[^.]*)?|\.tmp|\.old)$")
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have under the current umask
+    (``tempfile`` and some writers, e.g. safetensors, create files 0600 and directories 0700)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and directories killed writers left under ``root``.
+
+    Only call this while no other process writes under ``root`` (e.g. holding the run's lock).
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*filenames, *dirnames]:
+            if STALE_PATTERN.match(name):
+                path = Path(dirpath) / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        dirnames[:] = [d for d in dirnames if not STALE_PATTERN.match(d)]
+    return removed
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:
@@ -61,6 +103,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     tmp = temporary_path(path)
     try:
         write(tmp)
+        honour_umask(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

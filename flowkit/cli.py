@@ -1,22 +1,36 @@
 """The ``flowkit`` command: run, validate, list, sample and evaluate experiments.
 
-An invalid experiment prints every problem with its key path and exits with status 2 (no
-traceback); ``--help`` on every subcommand shows examples.
+No command prints a traceback (``--debug`` shows it). Exit status: 0 success, 1 a run that
+cannot be used (damaged files, locked by another process) or a failure while running, 2 bad
+input (an invalid experiment or option; every problem with its key path), 130 interrupted.
+``--help`` on every subcommand shows examples.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from flowkit.experiment.errors import ConfigError
-from flowkit.registry import REGISTRIES, did_you_mean
+from flowkit.atomic import atomic_write
+from flowkit.checks import OptionError
+from flowkit.errors import DamagedRunError
+from flowkit.experiment.errors import ConfigError, RunInUseError
+from flowkit.registry import REGISTRIES, RegistryError, did_you_mean
 
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+#: Errors of bad input: exit status 2.
+INPUT_ERRORS = (ConfigError, OptionError, RegistryError)
+#: Errors of a run that cannot be used as it is: exit status 1, with the message only.
+RUN_ERRORS = (DamagedRunError, RunInUseError, OSError)
 
 RUN_EXAMPLES = """examples:
   flowkit run                        # built-in default: N(0, I) -> moons, reflow, distill
@@ -39,11 +53,20 @@ LIST_EXAMPLES = """examples:
 SAMPLE_EXAMPLES = """examples:
   flowkit sample runs/moons_reflow-20250101-120000 --solver euler --steps 1 --n 2000 --out x.png
   flowkit sample RUN --stage 1-rf --solver dopri5 --n 5000 --out samples.safetensors
-  flowkit sample RUN --steps 8 --out samples.npy
+  flowkit sample RUN --steps 8 --out samples.npy --force   # overwrite samples.npy
 """
 EVAL_EXAMPLES = """examples:
   flowkit eval runs/moons_reflow-20250101-120000
 """
+
+
+def add_debug(parser: argparse.ArgumentParser, default: object = False) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the traceback of an error (errors print a one-line message otherwise)",
+    )
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EXAMPLES,
         formatter_class=fmt,
     )
+    add_debug(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run an experiment", epilog=RUN_EXAMPLES, formatter_class=fmt)
@@ -151,11 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", help="run directory")
     p.add_argument("--solver", default="euler", help="solver name (default: euler)")
-    p.add_argument("--steps", type=int, help="solver steps (fixed-step solvers)")
-    p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
+    p.add_argument("--steps", type=positive_int, help="solver steps (fixed-step solvers)")
+    p.add_argument("--n", type=positive_int, default=1000, help="number of samples (default: 1000)")
     p.add_argument("--stage", help="flow stage to sample (default: the last flow)")
     p.add_argument("--seed", type=int, default=0, help="seed of the source samples (default: 0)")
     p.add_argument("--out", required=True, help="output file: .safetensors, .npy, or .png (a plot)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
     p = sub.add_parser(
         "eval",
@@ -165,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", help="run directory")
     p.add_argument("--quiet", action="store_true", help="no log lines")
+    for command in sub.choices.values():
+        add_debug(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -206,55 +233,122 @@ def cmd_validate(config: str | None, overrides: list[str]) -> int:
     return 0
 
 
+SAMPLE_SUFFIXES = (".safetensors", ".npy", ".png")
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an output path that is a directory, a symbolic link, has an unknown suffix, or
+    exists (without ``force``)."""
+    if out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise ConfigError([("--out", f"must end in .safetensors, .npy or .png, got {str(out)!r}")])
+    if out.is_symlink():
+        raise ConfigError(
+            [("--out", f"{str(out)!r} is a symbolic link; flowkit does not write through links")]
+        )
+    if out.is_dir():
+        raise ConfigError([("--out", f"{str(out)!r} is a directory; give a file name")])
+    if out.exists() and not force:
+        raise ConfigError([("--out", f"{str(out)!r} exists; pass --force to overwrite it")])
+
+
 def write_samples(x: object, out: Path) -> None:
-    """Save samples by the suffix of ``out``: safetensors, npy, or a PNG plot."""
+    """Save samples by the suffix of ``out``: safetensors, npy, or a PNG plot (atomically: a
+    new file replaces ``out``, never written through a link)."""
     from flowkit.experiment.plot_figures import single_figure
 
     suffix = out.suffix.lower()
-    if suffix not in (".safetensors", ".npy", ".png"):
-        raise ConfigError([("--out", f"must end in .safetensors, .npy or .png, got {str(out)!r}")])
-    out.parent.mkdir(parents=True, exist_ok=True)
+    write: Callable[[Path], object]
     if suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file({"x": x.contiguous()}, str(out))
+        def write(tmp: Path) -> None:
+            save_file({"x": x.contiguous()}, str(tmp))
+
     elif suffix == ".npy":
-        np.save(out, x.numpy())
+
+        def write(tmp: Path) -> None:
+            np.save(tmp, x.numpy())
+
     else:
         arr = x.numpy()
         if not (arr.ndim == 2 and arr.shape[1] == 2) and arr.ndim != 4:
             raise ConfigError(
                 [("--out", f"a PNG needs 2-D points or images, got shape {arr.shape}")]
             )
-        single_figure(arr, out.stem).savefig(out, format="png", dpi=110)
+
+        def write(tmp: Path) -> None:
+            single_figure(arr, out.stem).savefig(tmp, format="png", dpi=110)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, write)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from flowkit.experiment import runner
+
+    out = Path(args.out)
+    check_output(out, args.force)
+    x = runner.sample_run(args.run, args.n, args.solver, args.steps, args.stage, args.seed)
+    check_output(out, args.force)  # again: it may have appeared while sampling
+    write_samples(x, out)
+    print(f"wrote {len(x)} samples to {args.out}")
+    return 0
+
+
+def dispatch(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """Run the chosen command."""
+    if args.command == "list":
+        return cmd_list(args.kind)
+    if args.command == "validate":
+        return cmd_validate(args.config, args.overrides)
+    if args.command == "run":
+        return cmd_run(args, argv)
+    if args.command == "eval":
+        from flowkit.experiment import runner
+
+        runner.evaluate_run(args.run, quiet=args.quiet)
+        return 0
+    return cmd_sample(args)
+
+
+@contextmanager
+def short_warnings() -> Iterator[None]:
+    """Print warnings as ``flowkit: warning: MESSAGE`` lines."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"flowkit: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def exit_status(err: BaseException) -> int:
+    """The exit status of a command that raised ``err``."""
+    if isinstance(err, INPUT_ERRORS):
+        return EXIT_CONFIG
+    return EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowkit`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    prefix = f"flowkit {args.command}:"
     try:
-        if args.command == "list":
-            return cmd_list(args.kind)
-        if args.command == "validate":
-            return cmd_validate(args.config, args.overrides)
-        from flowkit.experiment import runner
-
-        if args.command == "run":
-            return cmd_run(args, argv)
-        if args.command == "eval":
-            runner.evaluate_run(args.run, quiet=args.quiet)
-        else:
-            x = runner.sample_run(args.run, args.n, args.solver, args.steps, args.stage, args.seed)
-            write_samples(x, Path(args.out))
-            print(f"wrote {len(x)} samples to {args.out}")
-    except ConfigError as err:
-        print(f"flowkit {args.command}: {err}", file=sys.stderr)
-        return EXIT_CONFIG
+        with short_warnings():
+            return dispatch(args, argv)
     except KeyboardInterrupt:
         print("interrupted; continue with: flowkit run --resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (e.g. `flowkit list | head`): stop quietly, like other Unix tools.
         sys.stderr.close()
         return 0
-    return 0
+    except Exception as err:
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(err, INPUT_ERRORS + RUN_ERRORS):
+            print(f"{prefix} {err}", file=sys.stderr)
+        else:
+            hint = "" if args.debug else " (run with --debug for the traceback)"
+            print(f"{prefix} {type(err).__name__}: {err}{hint}", file=sys.stderr)
+        return exit_status(err)

@@ -139,7 +139,7 @@ def test_subprocess_bad_config_exits_2_without_traceback(tmp_path: Path) -> None
         timeout=300,
     )
     assert done.returncode == 2
-    assert "training.steps: must be a positive integer, got -3" in done.stderr
+    assert "training.steps: must be a positive integer" in done.stderr
     assert "training.lrr: unknown key" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -48,7 +48,7 @@ def test_done_marker(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path, "exp")
     assert run.done("train") is None
     run.mark_done("train", {"steps": 3})
-    assert run.done("train") == {"steps": 3}
+    assert run.done("train") == {"steps": 3, "files": {}}
 
 
 def test_metrics_skip_a_truncated_line_and_can_be_pruned(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ the paths and never raises the transport cost ``E||x1 − x0||²`` of convex cos
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from flowkit import distributed
 from flowkit.couplings.paired import PairedCoupling
 from flowkit.couplings.reflow_job import ReflowJob, ShardCallback
 from flowkit.couplings.store import PairStore
+from flowkit.errors import DamagedRunError
 
 
 def write_shards(
@@ -66,7 +68,8 @@ def reflow(
     calling again with the same arguments resumes (finished shards are kept, only missing ones
     are solved) and a finished store is loaded without solving. A store made with another
     teacher (sha256 of its ``state_dict``), solver, options, seed or counts raises
-    :class:`~flowkit.couplings.store.StoreMismatchError`.
+    :class:`~flowkit.couplings.store.StoreMismatchError`. A damaged shard or manifest (its
+    sha256 differs) is deleted and regenerated, with a warning.
 
     Under torchrun, rank ``r`` of ``W`` solves the shards ``i`` with ``i mod W = r``: the same
     pairs as one process, since shard seeds do not depend on the rank. With a store each rank
@@ -113,13 +116,31 @@ def reflow(
         parts = [part for _, part in distributed.gather_shards(solved)]
         return assemble([t for t, _ in parts], job.manifest([nfe for _, nfe in parts]))
     pair_store = PairStore(store)
-    if (manifest := pair_store.read_manifest()) is not None:
-        pair_store.check(job.fingerprint, manifest["fingerprint"], "manifest.json")
-        return PairedCoupling.from_store(pair_store.directory)
+    if (finished := load_finished(job, pair_store)) is not None:
+        return finished
     write_shards(job, pair_store, mine, progress, callback)
     distributed.barrier()
     distributed.from_rank_zero(write_manifest, job, pair_store)
     return PairedCoupling.from_store(pair_store.directory)
+
+
+def load_finished(job: ReflowJob, store: PairStore) -> PairedCoupling | None:
+    """The pairs of a finished store, or None when shards must be (re)generated first.
+
+    A damaged manifest or shard is deleted with a warning (the shard is then regenerated from
+    its own seed and the manifest rewritten); a store made with other settings raises.
+    """
+    try:
+        manifest = store.read_manifest()
+        if manifest is None:
+            return None
+        store.check(job.fingerprint, manifest["fingerprint"], "manifest.json")
+        return PairedCoupling.from_store(store.directory)
+    except DamagedRunError as err:
+        warnings.warn(f"{err.path} is damaged ({err.reason}); it is regenerated", stacklevel=3)
+        err.path.unlink(missing_ok=True)
+        store.manifest_path.unlink(missing_ok=True)
+        return None
 
 
 def write_manifest(job: ReflowJob, store: PairStore) -> None:

@@ -13,7 +13,10 @@ Each file is written through :func:`flowkit.atomic.atomic_write` (a temporary na
 ``os.replace``): only complete files with the final name count, and a half-written shard is never
 read. Every shard carries the
 store's *fingerprint* (teacher hash, solver, options, seed, counts) in its safetensors metadata,
-so resuming with another teacher or solver raises instead of mixing pairs.
+so resuming with another teacher or solver raises instead of mixing pairs. Every shard also
+carries the sha256 of its tensors and metadata, and the (sealed) manifest lists them: a damaged
+shard raises :class:`~flowkit.errors.DamagedRunError` on load, and is deleted and regenerated
+when :func:`flowkit.reflow` resumes the store.
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from flowkit.atomic import atomic_write, atomic_write_text
+from flowkit.errors import DamagedRunError
+from flowkit.integrity import read_json, seal, strict_json
 from flowkit.seeds import derive_seed
 
 MANIFEST = "manifest.json"
@@ -42,6 +48,21 @@ class StoreMismatchError(ValueError):
     """A pair store on disk was made with another teacher, solver or options."""
 
 
+def hash_tensors(h: Any, tensors: Mapping[str, Tensor]) -> None:
+    """Feed ``tensors`` (name, dtype, shape and data, sorted by name) into the hash ``h``."""
+    for name, value in sorted(tensors.items()):
+        value = value.detach().cpu().contiguous()
+        h.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def shard_digest(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> str:
+    """sha256 of a shard's tensors and metadata (its ``sha256`` entry excepted)."""
+    h = hashlib.sha256(canonical({k: v for k, v in metadata.items() if k != "sha256"}).encode())
+    hash_tensors(h, tensors)
+    return h.hexdigest()
+
+
 def teacher_hash(field: Any) -> str:
     """sha256 of a teacher: its ``state_dict`` bytes (name, dtype, shape, data, sorted by name).
 
@@ -50,10 +71,7 @@ def teacher_hash(field: Any) -> str:
     """
     h = hashlib.sha256()
     if isinstance(field, nn.Module):
-        for name, value in sorted(field.state_dict().items()):
-            value = value.detach().cpu().contiguous()
-            h.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-            h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        hash_tensors(h, field.state_dict())
     else:
         owner = field if callable(field) and hasattr(field, "__qualname__") else type(field)
         h.update(f"{owner.__module__}.{owner.__qualname__}".encode())
@@ -101,10 +119,65 @@ class PairStore:
         return self.directory / MANIFEST
 
     def read_manifest(self) -> dict[str, Any] | None:
-        """The manifest, or None while the store is incomplete."""
+        """The manifest, or None while the store is incomplete.
+
+        Raises:
+            DamagedRunError: the manifest is unreadable, or its seal or fields are wrong.
+        """
         if not self.manifest_path.exists():
             return None
-        return json.loads(self.manifest_path.read_text())
+        hint = (
+            f"delete {str(self.manifest_path)!r}; fk.reflow (or resuming the run) with the same "
+            "settings rebuilds it from the shards"
+        )
+        manifest = read_json(self.manifest_path, "pair store manifest", hint)
+        shards = manifest.get("shards")
+        count = manifest.get("num_shards")
+        if (
+            not isinstance(manifest.get("fingerprint"), dict)
+            or not isinstance(count, int)
+            or (shards is not None and (not isinstance(shards, list) or len(shards) != count))
+        ):
+            raise DamagedRunError(self.manifest_path, "pair store manifest", hint, "bad fields")
+        return manifest
+
+    def damaged_hint(self) -> str:
+        return (
+            "delete it and resume the run (or call fk.reflow with the same settings and store): "
+            "the missing shard is regenerated"
+        )
+
+    def read_shard(self, index: int, expected: str | None = None) -> dict[str, Tensor]:
+        """The tensors of shard ``index`` after checking its sha256 (that of its metadata and,
+        if given, ``expected`` from the manifest).
+
+        Raises:
+            DamagedRunError: the shard is missing, unreadable or its content differs.
+        """
+        path = self.shard_path(index)
+        try:
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        except FileNotFoundError:
+            raise DamagedRunError(path, "pair shard", self.damaged_hint(), "missing") from None
+        except Exception as err:  # any safetensors parse error
+            raise DamagedRunError(
+                path, "pair shard", self.damaged_hint(), f"unreadable: {err}"
+            ) from None
+        recorded = meta.get("sha256")
+        if recorded is not None and shard_digest(tensors, meta) != recorded:
+            raise DamagedRunError(path, "pair shard", self.damaged_hint(), "its sha256 differs")
+        if expected is not None and recorded != expected:
+            raise DamagedRunError(
+                path, "pair shard", self.damaged_hint(), "not the shard manifest.json records"
+            )
+        return tensors
+
+    def shard_metadata(self, index: int) -> dict[str, str]:
+        """The metadata of shard ``index`` (fingerprint, index, nfe, sha256)."""
+        with safe_open(self.shard_path(index), "pt") as f:
+            return dict(f.metadata() or {})
 
     def check(self, fingerprint: Mapping[str, Any], found: Mapping[str, Any], where: str) -> None:
         """Raise :class:`StoreMismatchError` naming the fields that differ."""
@@ -129,10 +202,18 @@ class PairStore:
             match = SHARD_PATTERN.match(path.name)
             if match is None:
                 continue
-            with safe_open(path, "pt") as f:
-                meta = f.metadata() or {}
+            index = int(match.group(1))
+            try:
+                self.read_shard(index)
+            except DamagedRunError as err:
+                warnings.warn(
+                    f"{err.path} is damaged ({err.reason}); it is regenerated", stacklevel=2
+                )
+                path.unlink(missing_ok=True)
+                continue
+            meta = self.shard_metadata(index)
             self.check(fingerprint, json.loads(meta.get("fingerprint", "{}")), path.name)
-            done.add(int(match.group(1)))
+            done.add(index)
         return done
 
     def write_shard(
@@ -142,25 +223,31 @@ class PairStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         meta = {"fingerprint": canonical(fingerprint), "index": str(index), "nfe": str(nfe)}
+        meta["sha256"] = shard_digest(data, meta)
         path = self.shard_path(index)
         atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
         return path
 
     def shard_nfe(self, index: int) -> int:
         """Function evaluations the teacher spent on shard ``index``."""
-        with safe_open(self.shard_path(index), "pt") as f:
-            return int((f.metadata() or {}).get("nfe", 0))
+        return int(self.shard_metadata(index).get("nfe", 0))
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        """Atomically write ``manifest.json`` and remove stale temporary files."""
-        text = json.dumps(manifest, indent=2, sort_keys=True, default=repr)
-        atomic_write_text(self.manifest_path, text)
+        """Atomically write ``manifest.json`` (sealed, with the sha256 of every shard) and
+        remove stale temporary files."""
+        count = manifest["num_shards"]
+        shards = [self.shard_metadata(i).get("sha256") for i in range(count)]
+        record = seal({**manifest, "shards": shards}, default=repr)
+        atomic_write_text(self.manifest_path, strict_json(record, indent=2, default=repr))
         for path in self.directory.glob(".shard-*.tmp-*"):
             path.unlink(missing_ok=True)
 
-    def load_shards(self, indices: list[int]) -> dict[str, Tensor]:
-        """Concatenate the tensors of the given shards along the batch axis."""
-        parts = [load_file(str(self.shard_path(i))) for i in indices]
+    def load_shards(
+        self, indices: list[int], digests: list[str | None] | None = None
+    ) -> dict[str, Tensor]:
+        """Concatenate the tensors of the given shards along the batch axis (each checked
+        against its sha256, and against ``digests[i]`` when given)."""
+        parts = [self.read_shard(i, None if digests is None else digests[i]) for i in indices]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def load(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -176,4 +263,5 @@ class PairStore:
                 f"pair store {str(self.directory)!r} has no {MANIFEST}: it does not exist or is "
                 "unfinished; run fk.reflow with the same settings and store to complete it"
             )
-        return self.load_shards(list(range(manifest["num_shards"]))), manifest
+        indices = list(range(manifest["num_shards"]))
+        return self.load_shards(indices, manifest.get("shards")), manifest

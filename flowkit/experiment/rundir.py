@@ -44,6 +44,7 @@ from flowkit.atomic import atomic_write, atomic_write_bytes, remove_stale_tempor
 from flowkit.checks import OptionError
 from flowkit.errors import DamagedRunError
 from flowkit.experiment.errors import ConfigError, RunInUseError
+from flowkit.experiment.yamlio import parse_yaml
 from flowkit.integrity import read_json, seal, sha256_bytes, strict_json
 
 CONFIG_FILE = "config.yaml"
@@ -161,6 +162,10 @@ class RunDir:
     def existing(cls, root: str | Path, writer: bool = True) -> RunDir:
         """An existing run directory (one holding ``config.yaml``)."""
         run = cls(root, writer)
+        if not (run.root / CONFIG_FILE).is_file() and (run.root / "stages").is_dir():
+            raise DamagedRunError(
+                run.root / CONFIG_FILE, "run config", "restore it from a backup", "missing"
+            )
         if not (run.root / CONFIG_FILE).is_file():
             raise ConfigError([("run", f"{str(root)!r} is not a flowkit run (no {CONFIG_FILE})")])
         return run
@@ -279,12 +284,15 @@ class RunDir:
         )
         try:
             text = path.read_bytes().decode("utf-8")
-            match = CONFIG_HEADER.match(text)
-            if match and sha256_bytes(text[match.end() :].encode("utf-8")) != match.group(1):
-                raise DamagedRunError(path, "run config", hint, "its sha256 differs")
-            config = yaml.safe_load(text)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        except (OSError, UnicodeDecodeError) as err:
             raise DamagedRunError(path, "run config", hint, f"unreadable: {err}") from None
+        match = CONFIG_HEADER.match(text)
+        if match and sha256_bytes(text[match.end() :].encode("utf-8")) != match.group(1):
+            raise DamagedRunError(path, "run config", hint, "its sha256 differs")
+        try:
+            config = parse_yaml(text, str(path))
+        except ConfigError as err:
+            raise DamagedRunError(path, "run config", hint, err.problems[0][1]) from None
         if not isinstance(config, dict):
             raise DamagedRunError(path, "run config", hint, "not a mapping")
         return config

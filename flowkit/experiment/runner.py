@@ -19,11 +19,12 @@ import torch
 import flowkit
 from flowkit import distributed
 from flowkit.checks import OptionError
+from flowkit.errors import DamagedRunError
 from flowkit.experiment.config import load_config
 from flowkit.experiment.context import Context, restored_threads
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.report import write_report
-from flowkit.experiment.rundir import RunDir
+from flowkit.experiment.rundir import DONE_FILE, RunDir
 from flowkit.experiment.schema import Experiment, validate
 from flowkit.experiment.specs import Problems, SolverSpec, check_solver
 from flowkit.experiment.stages import STAGE_TYPES
@@ -184,10 +185,20 @@ def load_run(run_dir: str | os.PathLike | RunDir, quiet: bool = True) -> Context
         run_dir = RunDir.existing(run_dir)
     experiment = validate(run_dir.read_config(), str(run_dir.path("config.yaml")))
     ctx = Context.create(experiment, run_dir, quiet=quiet)
+    unfinished = None
     for stage in experiment.stages:
         info = run_dir.done(stage.name)
-        if info is not None:
-            stage.restore(ctx, info)
+        if info is None:
+            unfinished = unfinished or (stage.name if stage.produces_flow else None)
+            continue
+        if unfinished is not None and stage.produces_flow:
+            raise DamagedRunError(
+                run_dir.stage_path(unfinished, DONE_FILE),
+                "stage completion record",
+                f"run `flowkit run --resume {run_dir.root}` to redo stage {unfinished!r}",
+                f"missing, but the later stage {stage.name!r} finished",
+            )
+        stage.restore(ctx, info)
     if not ctx.flows:
         raise ConfigError([("run", f"{str(run_dir.root)!r} has no finished flow stage yet")])
     return ctx
