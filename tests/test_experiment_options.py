@@ -17,7 +17,7 @@ from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.parse import yaml_fields
 from flowkit.experiment.schema import Evaluation, Experiment, Plots, validate
 from flowkit.experiment.stages import STAGE_TYPES
-from flowkit.solvers.sampling import RUNTIME_ARGUMENTS
+from flowkit.solvers.sampling import GRID_ARGUMENTS, RUNTIME_ARGUMENTS
 from flowkit.training.config import TrainConfig
 
 # fk.train keywords that only Python can give (the experiment sets them per stage).
@@ -86,7 +86,7 @@ def test_yaml_training_accepts_what_fk_train_accepts(key: str) -> None:
 
 
 def test_every_sample_keyword_is_a_solver_spec_argument_or_runtime_only() -> None:
-    plan_keys = keywords(fk.solvers.plan) - {"solver"}
+    plan_keys = set(GRID_ARGUMENTS)
     assert keywords(fk.sample) == plan_keys | set(RUNTIME_ARGUMENTS)
     assert set(SAMPLE_VALUES) == plan_keys
 

@@ -14,13 +14,16 @@ from flowkit.experiment.schema import stage_names, validate
 # (override, key path expected in the report, a phrase expected in its message)
 BAD_CASES = [
     ("training.lrr=3", "training.lrr", "Did you mean 'lr'"),
-    ("training.steps=many", "training.steps", "positive integer, got 'many'"),
+    ("training.steps=many", "training.steps", "positive integer up to 1000000000, got 'many'"),
     ("training.lr=-1", "training.lr", "number > 0"),
     ("training.ema=1.5", "training.ema", "[0, 1)"),
     ("training.ema=1.0", "training.ema", "[0, 1)"),  # validated OK before; the EMA refused it
     ("training.optimizer={name: adamw, weight_decay: -1}", "training.optimizer", "weight_decay"),
-    ("training.optimizer={name: adamw, weight_decy: 0.1}", "training.optimizer.weight_decy",
-     "Did you mean 'weight_decay'"),
+    (
+        "training.optimizer={name: adamw, weight_decy: 0.1}",
+        "training.optimizer.weight_decy",
+        "Did you mean 'weight_decay'",
+    ),
     ("stages[1].solver.steps=-3", "stages[1].solver.steps", "must be a positive integer, got -3"),
     ("stages[1].solver.name=eulr", "stages[1].solver.name", "Did you mean 'euler'"),
     ("stages[1].solver.rtoll=1e-3", "stages[1].solver.rtoll", "Did you mean 'rtol'"),

@@ -50,7 +50,7 @@ def resume_problems(
             continue
         if key in EVALUATION_KEYS and not evaluated:
             continue
-        problems.append((key, "differs from the config.yaml of the run, which finished stages used"))
+        problems.append((key, "differs from the config.yaml that finished stages of the run used"))
     for i in changed_stages(stored, given):
         old = stored["stages"][i] if i < len(stored["stages"]) else None
         if old is not None and old["name"] in finished:

@@ -139,11 +139,10 @@ def check_component(kind: str, spec: Any, key: str, problems: Problems, build: b
 
 
 def sample_arguments() -> tuple[str, ...]:
-    """Sampling arguments of a solver spec: the keywords of ``flowkit.solvers.plan``."""
-    from flowkit.solvers import plan
+    """Sampling arguments of a solver spec: the grid arguments of ``fk.sample``."""
+    from flowkit.solvers.sampling import GRID_ARGUMENTS
 
-    params = inspect.signature(plan).parameters.values()
-    return tuple(p.name for p in params if p.name != "solver" and p.kind is not p.VAR_KEYWORD)
+    return GRID_ARGUMENTS
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -68,29 +69,27 @@ RUNTIME_ARGUMENTS = (
 )
 
 
-def plan(
-    solver: str | Mapping | Solver = "euler",
-    steps: int | None = None,
-    step_size: float | None = None,
-    grid: Sequence[float] | Tensor | None = None,
-    t_start: float | None = None,
-    t_end: float | None = None,
-    shift: float | None = None,
-    mu: float | None = None,
-    **solver_options: Any,
-) -> SamplePlan:
+#: The time-grid arguments of :func:`sample` (those of :func:`make_grid`): a YAML solver spec
+#: may give them beside the solver's own options.
+GRID_ARGUMENTS = tuple(inspect.signature(make_grid).parameters)
+
+
+def plan(solver: str | Mapping | Solver = "euler", **arguments: Any) -> SamplePlan:
     """Build the solver and its time grid (or span) exactly as :func:`sample` does, without
     integrating: a cheap check of sampling arguments (``flowkit validate`` uses it).
+
+    Args:
+        solver: as for :func:`sample`.
+        **arguments: the grid arguments (:data:`GRID_ARGUMENTS`: ``steps``, ``step_size``,
+            ``grid``, ``t_start``, ``t_end``, ``shift``, ``mu``) and the solver's options.
 
     Raises:
         OptionError: naming the bad argument (``steps``, ``shift``, ``rtol``, ...).
         RegistryError: for an unknown solver or solver option.
     """
-    s = build_solver(solver, solver_options)
-    if s.adaptive:
-        times = time_span(t_start, t_end, shift, mu, steps=steps, step_size=step_size, grid=grid)
-    else:
-        times = make_grid(steps, step_size, grid, t_start, t_end, shift, mu)
+    grid_args = {k: arguments.pop(k) for k in GRID_ARGUMENTS if k in arguments}
+    s = build_solver(solver, arguments)
+    times = time_span(**grid_args) if s.adaptive else make_grid(**grid_args)
     return SamplePlan(s, times)
 
 
@@ -157,7 +156,9 @@ def sample(
         >>> sol.nfe
         20
     """
-    planned = plan(solver, steps, step_size, grid, t_start, t_end, shift, mu, **solver_options)
+    given = (steps, step_size, grid, t_start, t_end, shift, mu)
+    grid_args = dict(zip(GRID_ARGUMENTS, given, strict=True))
+    planned = plan(solver, **grid_args, **solver_options)
     s, times = planned.solver, planned.times
     check_start(field, x0, cond, check_finite)
     if x0.shape[0] == 0:
