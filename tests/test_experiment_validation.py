@@ -46,7 +46,7 @@ BAD_CASES = [
     ("stages[0].name=evaluate", "stages[3].name", "duplicate stage name"),
     ("evaluation.metrics=[w2, straightness]", "evaluation.metrics[1]", "sample sets"),
     ("evaluation.metrics=[w3]", "evaluation.metrics[0]", "Did you mean 'w2'"),
-    ("evaluation.n_samples=1", "evaluation.n_samples", "integer >= 2"),
+    ("evaluation.n_samples=1", "evaluation.n_samples", "integer in [2, 1000000]"),
     ("evaluation.flows=[2rf]", "evaluation.flows[0]", "Did you mean '2-rf'"),
     ("evaluation.source=gausian", "evaluation.source", "Did you mean 'gaussian'"),
     ("evaluation.source={name: gaussian, dim: 3}", "evaluation.source", "cannot be reshaped"),
