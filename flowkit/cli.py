@@ -239,14 +239,14 @@ SAMPLE_SUFFIXES = (".safetensors", ".npy", ".png")
 def check_output(out: Path, force: bool) -> None:
     """Refuse an output path that is a directory, a symbolic link, has an unknown suffix, or
     exists (without ``force``)."""
-    if out.suffix.lower() not in SAMPLE_SUFFIXES:
-        raise ConfigError([("--out", f"must end in .safetensors, .npy or .png, got {str(out)!r}")])
     if out.is_symlink():
         raise ConfigError(
             [("--out", f"{str(out)!r} is a symbolic link; flowkit does not write through links")]
         )
     if out.is_dir():
         raise ConfigError([("--out", f"{str(out)!r} is a directory; give a file name")])
+    if out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise ConfigError([("--out", f"must end in .safetensors, .npy or .png, got {str(out)!r}")])
     if out.exists() and not force:
         raise ConfigError([("--out", f"{str(out)!r} exists; pass --force to overwrite it")])
 

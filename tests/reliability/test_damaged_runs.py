@@ -10,6 +10,9 @@ are regenerated), or exit 1 with a message naming the damaged file; never a trac
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -224,3 +227,22 @@ def test_unfinished_earlier_stage_is_named(
     (run / FILES["done"]).unlink()
     assert run_command("sample", run, tmp_path) == 1
     assert "stages/train/done.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_processes_print_no_traceback(finished: tuple[Path, dict], tmp_path: Path) -> None:
+    """The same through `python -m flowkit`: exit 1 and one message; warnings as one line."""
+    run = copy_run(finished[0], tmp_path)
+    unfinish(run, "train")
+    DAMAGE["flip"](run / FILES["ckpt_weights"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "flowkit"]
+    done = subprocess.run(
+        [*cmd, "run", "--resume", str(run), "--quiet"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "flowkit: warning: damaged checkpoint file flow.safetensors" in done.stderr
+    DAMAGE["truncate"](run / FILES["weights"])
+    done = subprocess.run([*cmd, "eval", str(run)], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"flowkit eval: damaged weights {run / FILES['weights']}")
