@@ -156,3 +156,28 @@ def test_evaluation_source_and_target_replace_the_data_sets(tiny_run: RunResult)
     assert not torch.allclose(plain["x0"], even["x0"])
     only_target = evaluation_data(ctx, replace(options, target=target))
     torch.testing.assert_close(only_target["x0"], plain["x0"])  # same i.i.d. source draw
+
+
+def test_resume_after_fixing_a_later_stage_keeps_the_finished_ones(
+    tiny_run: RunResult, tmp_path: Path
+) -> None:
+    """A run that failed in a later stage is resumed with that stage's options fixed (and a
+    stage added at the end): the finished stages are kept, the changed one runs anew."""
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_run.run_dir, root)
+    for stage in ("distill", "evaluate"):
+        (root / "stages" / stage / "done.json").unlink()
+    kept = (root / "stages" / "reflow" / "flow.safetensors").read_bytes()
+    fixed = copy.deepcopy(TINY)
+    fixed["stages"][2]["training"] = {"steps": 10, "lr": 2e-3}
+    fixed["stages"].append({"type": "evaluate", "name": "again", "flows": ["distill"]})
+    resumed = fk.run(fixed, resume=root, quiet=True)
+    assert (root / "stages" / "reflow" / "flow.safetensors").read_bytes() == kept
+    assert (root / "stages" / "distill.replaced-1").is_dir()  # the old partial work, set aside
+    assert json.loads((root / "stages" / "distill" / "done.json").read_text())["steps"] == 10
+    assert resumed.config.resolved == fk.experiment.RunDir(root).read_config()
+    assert {r["stage"] for r in resumed.metrics if r["kind"] == "eval"} == {"evaluate", "again"}
+    changed_finished = copy.deepcopy(fixed)
+    changed_finished["stages"][1]["num_pairs"] = 64
+    with pytest.raises(ConfigError, match=r"stages\[1\]: differs from the finished stage 'reflow'"):
+        fk.run(changed_finished, resume=root, quiet=True)

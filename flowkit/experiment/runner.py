@@ -24,6 +24,7 @@ from flowkit.experiment.config import load_config
 from flowkit.experiment.context import Context, restored_threads
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.report import write_report
+from flowkit.experiment.resume import accept_changes
 from flowkit.experiment.rundir import DONE_FILE, RunDir
 from flowkit.experiment.schema import Experiment, validate
 from flowkit.experiment.specs import Problems, SolverSpec, check_solver
@@ -58,18 +59,6 @@ def resolve(
     return validate(load_config(config, overrides), source)
 
 
-def check_same_config(stored: Mapping[str, Any], given: Mapping[str, Any], run: RunDir) -> None:
-    """A resumed run must be given the experiment it was started with."""
-    differ = [k for k in given if stored.get(k) != given[k]]
-    if differ:
-        raise ConfigError(
-            [
-                (k, f"differs from the config.yaml of {str(run.root)!r}, which resume uses")
-                for k in differ
-            ]
-        )
-
-
 def open_run(
     config: ConfigSource,
     overrides: Iterable[str] | Mapping[str, Any],
@@ -81,7 +70,8 @@ def open_run(
     On resume, the temporary files a killed run left are deleted (with the lock held).
 
     Raises:
-        ConfigError: an invalid experiment, or one that differs from the resumed run's.
+        ConfigError: an invalid experiment, or one that differs from the resumed run's where a
+            finished stage depends on it (see :mod:`flowkit.experiment.resume`).
         RunInUseError: another process is writing the run.
         DamagedRunError: the resumed run's config.yaml is damaged.
     """
@@ -101,7 +91,7 @@ def open_run(
     try:
         stored = validate(run.read_config(), str(run.path("config.yaml")))
         if experiment is not None:
-            check_same_config(stored.resolved, experiment.resolved, run)
+            stored = accept_changes(stored, experiment, run)
         for path in run.remove_stale_temporaries():
             warnings.warn(f"removed {path}, left by an interrupted run", stacklevel=2)
     except BaseException:
