@@ -16,6 +16,7 @@ from torch import Tensor
 
 from flowkit.checks import did_you_mean, shown
 from flowkit.experiment.components import build_coupling, build_data, pick_device
+from flowkit.experiment.rundir import directory_key
 from flowkit.experiment.specs import Problems, join_key, registry, report
 
 
@@ -138,9 +139,9 @@ def check_pipeline(experiment: Any, problems: Problems) -> None:
     seen: set[str] = set()
     for i, stage in enumerate(experiment.stages):
         key = join_key("stages", i)
-        if stage.name in seen:
+        if directory_key(stage.name) in seen:  # Train and train share a directory on macOS
             problems.append((join_key(key, "name"), f"duplicate stage name {stage.name!r}"))
-        seen.add(stage.name)
+        seen.add(directory_key(stage.name))
         stage.resolve(experiment, parts, key, problems)
         if stage.needs_flow and not flows:
             problems.append((key, f"a {stage.type} stage needs a flow stage before it"))

@@ -31,6 +31,7 @@ from flowkit.checks import (
 )
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.parse import construct, parse_section, yaml_fields
+from flowkit.experiment.rundir import RUN_SUFFIX_BYTES, check_name
 from flowkit.experiment.specs import (
     Problems,
     check_component,
@@ -227,7 +228,13 @@ class Experiment:
         resolved: the experiment as plain data with every default filled in (``config.yaml``).
     """
 
-    name: str = option("Experiment name (prefix of the run directory).", Text(), "experiment")
+    name: str = option(
+        "Experiment name (prefix of the run directory).",
+        Custom(
+            lambda v, n: check_name(v, n, RUN_SUFFIX_BYTES), "a file name (no `/`, no leading `.`)"
+        ),
+        "experiment",
+    )
     description: str = option("One-line description shown in report.md.", Text(), "")
     seed: int = option("Seed of every random stream.", NON_NEGATIVE_INT, 0)
     device: str = option(

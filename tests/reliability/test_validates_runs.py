@@ -54,6 +54,13 @@ REFUSED = [
     ("coupling={name: paired, store: /nonexistent/store}", "coupling", "no manifest.json"),
     ("stages[0].coupling={name: paired, store: /nonexistent}", "stages[0].coupling", "manifest"),
     ("data.target={name: gaussian, dim: 2, std: -1}", "data.target", "std"),
+    ("name=../outside", "name", "'/'"),
+    ("name=/abs/path", "name", "'/'"),
+    ('name="a\\0b"', "name", "NUL"),
+    ("name=" + "x" * 300, "name", "bytes"),
+    ("stages[0].name=..", "stages[0].name", "'.'"),
+    ("stages[1].name=a/.", "stages[1].name", "'/'"),
+    ("stages[0].name=Evaluate", "stages[3].name", "duplicate"),
 ]
 
 

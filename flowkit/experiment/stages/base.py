@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import flowkit
-from flowkit.checks import Nullable, Text
+from flowkit.checks import Custom, Nullable
+from flowkit.experiment.rundir import check_name
 from flowkit.experiment.specs import Problems, join_key, report
 from flowkit.flow import Flow
 from flowkit.options import declared, option
@@ -24,6 +25,8 @@ from flowkit.registry import Registry
 from flowkit.training.config import TrainConfig
 
 STAGE_TYPES: Registry = Registry("stage type")
+#: Bytes a stage directory's name may gain (``<name>.replaced-<n>`` when a resume sets it aside).
+STAGE_SUFFIX_BYTES = 16
 
 
 def fmt(value: Any) -> str:
@@ -50,7 +53,9 @@ class Stage(ABC):
     rerun_on_eval: ClassVar[bool] = False
 
     name: str | None = option(
-        "Unique stage name (default: the type, numbered if repeated).", Nullable(Text()), None
+        "Unique stage name (default: the type, numbered if repeated).",
+        Nullable(Custom(lambda v, n: check_name(v, n, STAGE_SUFFIX_BYTES), "a file name")),
+        None,
     )
     index: int = field(default=0, kw_only=True)
 
