@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from conditions import CLOCKS, machine
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from flow_matching.solver import ODESolver
 from torchdiffeq import odeint
@@ -104,7 +104,6 @@ def floor_run(model: Callable, x: torch.Tensor, calls: int) -> None:
         model(x, t)
 
 
-CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
 CLOCK = [time.thread_time]
 
 
@@ -166,21 +165,6 @@ def derived(stub_times: dict, nfes: dict, floor_per_call: float) -> dict[str, fl
         out[name] = 1.0 + overhead / (floor_per_call * n)
         out[f"{name} us"] = 1e6 * overhead
     return out
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} intra-op thread(s)), Python {platform.python_version()}"
-    )
 
 
 def main() -> None:

@@ -78,6 +78,7 @@ class Flow(nn.Module):
         weighting: Weighting = None,
         cond: dict[str, Any] | None = None,
         reduction: str = "mean",
+        check_t: bool = True,
     ) -> Tensor:
         """Conditional flow-matching loss in the model's own parameterisation.
 
@@ -93,23 +94,29 @@ class Flow(nn.Module):
                 returning weights of shape ``(B,)``.
             cond: keyword conditions passed to the model.
             reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample losses of shape ``(B,)``).
+            check_t: raise ``ValueError`` unless every given t lies in [0, 1] (checked once; on
+                an accelerator, one host synchronisation). The trainer passes False for times
+                drawn by a flowkit time sampler, which lie in [0, 1] by construction; times
+                drawn here (``t=None``) are never checked.
         """
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
         if t is None:
             t = torch.rand(x1.shape[0], generator=generator, device=x1.device).to(x1.dtype)
-        s = self.path.sample(x0, x1, t)
+            check_t = False
+        s = self.path.sample(x0, x1, t, check_t=check_t)
         pred = self.model(s.x_t, s.t, **(cond or {}))
         err = (pred - self.path.target(s, self.prediction)) ** 2
         if weighting is not None:
             err = err * self.loss_weight(weighting, s.t, err)
-        per_sample = err.flatten(1).mean(1)
-        return per_sample.mean() if reduction == "mean" else per_sample
+        if reduction == "mean":  # every sample has as many elements: the mean of the means
+            return err.mean()
+        return err.flatten(1).mean(1)
 
     def loss_weight(self, weighting: Weighting, t: Tensor, like: Tensor) -> Tensor:
-        """Weights for :meth:`loss`, broadcast against ``like``."""
+        """Weights for :meth:`loss`, broadcast against ``like`` (``t`` already checked)."""
         if weighting == "velocity":
-            return self.path.velocity_weight(t, self.prediction, like)
+            return self.path.velocity_weight(t, self.prediction, like, check_t=False)
         if callable(weighting):
             return expand_time(weighting(t), like)
         raise ValueError(

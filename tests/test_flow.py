@@ -139,3 +139,19 @@ def test_bad_arguments():
         flow.loss(x0, x1, t + 1)
     with pytest.raises(ValueError, match="x0 and x1 must have the same shape"):
         flow.loss(x0, x1[:, :2], t)
+
+
+def test_check_t_false_skips_only_the_time_check(monkeypatch):
+    """``check_t=False`` (the trainer, for times of its own samplers) runs no range check; the
+    default checks the given times exactly once, weighting included."""
+    flow, (x0, x1, t) = fk.Flow(TinyModel(), "cosine", prediction="epsilon"), batch()
+    checked = []
+    monkeypatch.setattr(
+        "flowkit.paths.affine.check_unit_interval", lambda t, name="t": checked.append(t)
+    )
+    unchecked = flow.loss(x0, x1, t, weighting="velocity", check_t=False)
+    assert checked == []
+    assert torch.equal(flow.loss(x0, x1, t, weighting="velocity"), unchecked)
+    assert len(checked) == 1 and torch.equal(checked[0], t)
+    flow.loss(x0, x1, weighting="velocity")  # times it draws itself: in [0, 1) already
+    assert len(checked) == 1

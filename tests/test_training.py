@@ -144,12 +144,120 @@ def test_nan_loss_names_step_and_last_checkpoint(tmp_path):
     assert load_weights(reloaded, tmp_path) == tmp_path / "step_00000010"
 
 
-def test_nan_loss_without_checkpoint_leaves_weights_of_the_last_good_step():
+def test_nan_loss_at_a_read_step_leaves_weights_of_the_last_good_step():
+    """With ``log_every=1`` every loss is read (and checked) before its step changes the
+    weights."""
     flow, reference = make_flow(), make_flow()
     fk.train(reference, ShiftCoupling(), 2, 8, seed=0, progress=False)
     with pytest.raises(NonFiniteLossError, match="at step 3; no checkpoint written"):
-        fk.train(flow, NaNAfter(bad_draw=3), 10, 8, seed=0, progress=False)
+        fk.train(flow, NaNAfter(bad_draw=3), 10, 8, seed=0, progress=False, log_every=1)
     assert weights_equal(flow, reference)
+
+
+def test_nan_loss_between_reads_names_the_first_bad_step_at_the_next_read():
+    coupling = NaNAfter(bad_draw=3)
+    with pytest.raises(NonFiniteLossError, match="at step 3; no checkpoint written") as info:
+        fk.train(make_flow(), coupling, 20, 8, seed=0, progress=False, log_every=7)
+    assert coupling.draws == 7 and info.value.step == 3
+
+
+class SyncSpy:
+    """Records, for every call of a tensor method that copies a value to the host, how many
+    batches the coupling had handed out by then (the step in progress)."""
+
+    METHODS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, coupling: ShiftCoupling) -> None:
+        self.calls: list[tuple[str, int]] = []
+        for name in self.METHODS:
+            monkeypatch.setattr(torch.Tensor, name, self.wrap(name, getattr(torch.Tensor, name)))
+        self.coupling = coupling
+
+    def wrap(self, name, method):
+        def spied(tensor, *args, **kwargs):
+            self.calls.append((name, self.coupling.draws))
+            return method(tensor, *args, **kwargs)
+
+        return spied
+
+
+@pytest.mark.parametrize("time_sampler", ["uniform", "logit_normal", "mode", "cosmap", "u_shaped"])
+def test_no_host_synchronisation_between_reads(monkeypatch, tmp_path, time_sampler):
+    """The losses are read once at every log_every-th step, checkpoint step and the last step,
+    and the host reads nothing else from a tensor during training. (SGD: Adam reads its step
+    counter with ``.item()``, a tensor it keeps on the host even for a GPU model.)"""
+    flow, coupling = make_flow(), ShiftCoupling()
+    spy = SyncSpy(monkeypatch, coupling)
+    history = fk.train(
+        flow,
+        coupling,
+        23,
+        16,
+        optimizer="sgd",
+        time_sampler=time_sampler,
+        log_every=5,
+        checkpoint_every=8,
+        checkpoint_dir=tmp_path,
+        seed=0,
+        progress=False,
+    )
+    monkeypatch.undo()
+    assert spy.calls == [("tolist", step) for step in (5, 8, 10, 15, 16, 20, 23)]
+    assert len(history.losses) == 23 and all(isinstance(v, float) for v in history.losses)
+
+
+def test_a_callback_reads_every_loss_as_a_float(monkeypatch):
+    flow, coupling, seen = make_flow(), ShiftCoupling(), []
+    spy = SyncSpy(monkeypatch, coupling)
+    history = fk.train(
+        flow,
+        coupling,
+        4,
+        8,
+        optimizer="sgd",
+        seed=0,
+        progress=False,
+        callback=lambda step, loss: seen.append((step, type(loss))),
+    )
+    monkeypatch.undo()
+    assert spy.calls == [("tolist", step) for step in (1, 2, 3, 4)]
+    assert seen == [(step, float) for step in (1, 2, 3, 4)] and len(history.losses) == 4
+
+
+class WithTimes(ShiftCoupling):
+    """A coupling that fixes the times of its batches (as distillation does)."""
+
+    def __init__(self, t: float) -> None:
+        super().__init__()
+        self.t = t
+
+    def sample(self, batch_size, generator=None):
+        batch = super().sample(batch_size, generator)
+        return ToyBatch(batch.x0, batch.x1, t=torch.full((batch_size,), self.t))
+
+
+class Beyond(UShaped):
+    """A user's time sampler (not promising [0, 1]) that draws past 1."""
+
+    def sample(self, n, generator=None):
+        return super().sample(n, generator) + 1.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"coupling": WithTimes(1.5)}, {"coupling": ShiftCoupling(), "time_sampler": Beyond()}],
+    ids=["coupling-times", "user-sampler"],
+)
+def test_times_not_drawn_by_a_flowkit_sampler_are_still_checked(options):
+    coupling = options.pop("coupling")
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        fk.train(make_flow(), coupling, 3, 8, seed=0, progress=False, **options)
+
+
+def test_flowkit_time_samplers_promise_the_unit_interval():
+    assert not Beyond.in_unit_interval and not fk.training.TimeSampler.in_unit_interval
+    for name in fk.training.names():
+        assert fk.training.build(name).in_unit_interval, name
 
 
 @pytest.mark.parametrize(
@@ -165,7 +273,7 @@ def test_nan_loss_without_checkpoint_leaves_weights_of_the_last_good_step():
         ({"lr_schedule": "cosin"}, ValueError, "lr_schedule must be one of constant, cosine"),
         ({"time_sampler": "logit"}, ValueError, "unknown time sampler 'logit'.*valid"),
         ({"time_sampler": 3}, TypeError, "time_sampler must be"),
-        ({"steps": 0}, ValueError, "steps must be a positive integer, got 0"),
+        ({"steps": 0}, ValueError, "steps must be a positive integer.*, got 0"),
         ({"batch_size": 2.5}, ValueError, "batch_size must be a positive integer"),
         ({"lr": -1.0}, ValueError, "lr must be a number > 0, got -1.0"),
         ({"warmup": -3}, ValueError, "warmup must be an integer >= 0, got -3"),

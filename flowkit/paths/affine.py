@@ -116,23 +116,35 @@ class AffinePath:
         s = self.schedule
         return s.a(t), s.b(t), s.da(t), s.db(t)
 
-    def sample(self, x0: Tensor, x1: Tensor, t: Tensor | float) -> PathSample:
+    def sample(
+        self, x0: Tensor, x1: Tensor, t: Tensor | float, *, check_t: bool = True
+    ) -> PathSample:
         """Point ``x_t = a·x1 + b·x0`` on the conditional path and its velocity ``a'·x1 + b'·x0``.
 
         Exact at t = 0 and t = 1, except for schedules with infinite derivatives at an endpoint
         (``linear_vp``, ``vp``, ``ldm_linear``, ``edm``): their time is clamped into
         ``[eps, 1 − eps]`` and the returned ``PathSample.t`` is the clamped time.
+
+        Args:
+            x0, x1: source and target samples of the same shape ``(B, ...)``.
+            t: times, a float or a tensor of shape ``()``, ``(B,)`` or ``(B, N)``.
+            check_t: raise ``ValueError`` unless every t lies in [0, 1] (on an accelerator, one
+                host synchronisation). Pass False only for times in [0, 1] by construction,
+                e.g. drawn by a flowkit time sampler, as the trainer does.
         """
         if x0.shape != x1.shape:
             raise ValueError(
                 f"x0 and x1 must have the same shape; got {tuple(x0.shape)} and {tuple(x1.shape)}"
             )
         t = as_time(t, x1)
-        check_unit_interval(t)
-        if not self.schedule.finite_derivatives:
+        if check_t:
+            check_unit_interval(t)
+        s = self.schedule
+        if not s.finite_derivatives:
             t = self.clamp_time(t)
-        a, b, da, db = self.coefficients(t, x1)
-        return PathSample(x_t=a * x1 + b * x0, velocity=da * x1 + db * x0, t=t, x0=x0, x1=x1)
+        tx = expand_time(t, x1)
+        x_t = s.a(tx) * x1 + s.b(tx) * x0
+        return PathSample(x_t=x_t, velocity=s.velocity(tx, x0, x1), t=t, x0=x0, x1=x1)
 
     def convert(self, pred: Tensor, src: str, dst: str, x_t: Tensor, t: Tensor | float) -> Tensor:
         """Convert a prediction between ``velocity``, ``epsilon`` (x0), ``x1`` and ``score``.
@@ -207,29 +219,35 @@ class AffinePath:
         b = self.coefficients(self.clamp_time(sample.t), sample.x_t)[1]
         return -sample.x0 / b
 
-    def _weight(self, fn: Callable[..., Tensor], t: Tensor, prediction: str, x: Tensor) -> Tensor:
+    def _weight(
+        self, fn: Callable[..., Tensor], t: Tensor, prediction: str, x: Tensor, check_t: bool
+    ) -> Tensor:
         check_prediction(prediction, "prediction")
         t = as_time(t, x)
-        check_unit_interval(t)
+        if check_t:
+            check_unit_interval(t)
         return fn(prediction, *self.coefficients(self.clamp_time(t), x))
 
-    def velocity_weight(self, t: Tensor, prediction: str, x: Tensor) -> Tensor:
+    def velocity_weight(
+        self, t: Tensor, prediction: str, x: Tensor, *, check_t: bool = True
+    ) -> Tensor:
         """Weight ``w(t)`` with ``w·||pred − target||² = ||v̂ − v||²`` in ``prediction``'s terms.
 
         ``velocity``: 1; ``epsilon``: ``(b·λ'/2)² = (a'b/a − b')²``; ``x1``: ``(a' − a·b'/b)²``;
         ``score``: ``(b·λ'/2)²·b²`` (:func:`flowkit.paths.weights.velocity_weight`). Broadcast
-        against ``x``; t is clamped into ``[eps, 1 − eps]``.
+        against ``x``; t is clamped into ``[eps, 1 − eps]``. ``check_t``: as for :meth:`sample`.
         """
-        return self._weight(weights.velocity_weight, t, prediction, x)
+        return self._weight(weights.velocity_weight, t, prediction, x, check_t)
 
-    def sd3_weight(self, t: Tensor, prediction: str, x: Tensor) -> Tensor:
+    def sd3_weight(self, t: Tensor, prediction: str, x: Tensor, *, check_t: bool = True) -> Tensor:
         """SD3's ``w_t`` for which ``½·w_t·λ'(t)·||ε̂ − ε||²`` equals the ``prediction`` MSE.
 
         ``velocity``: ``b²·λ'/2`` (rectified: ``(1 − t)/t``); ``epsilon``: ``2/λ'``; ``x1``:
         ``2·e^{−λ}/λ'``; ``score``: ``2/(b²·λ')`` (:func:`flowkit.paths.weights.sd3_weight`).
-        Broadcast against ``x``; t is clamped into ``[eps, 1 − eps]``.
+        Broadcast against ``x``; t is clamped into ``[eps, 1 − eps]``. ``check_t``: as for
+        :meth:`sample`.
         """
-        return self._weight(weights.sd3_weight, t, prediction, x)
+        return self._weight(weights.sd3_weight, t, prediction, x, check_t)
 
 
 @PATHS.register("affine")

@@ -87,6 +87,12 @@ def train(
     the flow's parameters. On CPU, a run resumed from a checkpoint reproduces the uninterrupted
     run exactly (same losses, same weights).
 
+    A step does not wait for the device: the losses stay there and are read (one host
+    synchronisation) every ``log_every`` steps, before every checkpoint and at the end, when
+    they are checked and appended to ``History.losses``. Times drawn by flowkit's time samplers
+    lie in [0, 1] by construction and are not checked; times a coupling supplies, or a time
+    sampler of your own draws, are (once per step, a synchronisation).
+
     Inside an initialised process group of ``W > 1`` processes (``torchrun``), every rank runs
     this call and trains with DistributedDataParallel: ``batch_size`` pairs per rank from the
     rank's own stream ``(seed, rank)``, gradients averaged, so the effective batch is
@@ -108,14 +114,18 @@ def train(
             ``cosmap``, ``u_shaped``).
         weighting: loss weighting passed to ``flow.loss`` (None, ``"velocity"`` or ``w(t)``).
         checkpoint_every: write a checkpoint every this many steps (needs ``checkpoint_dir``).
-        log_every: the progress bar shows the mean loss of every this many steps.
+        log_every: read the losses from the device every this many steps (the progress bar
+            then shows their mean); ``1`` checks every loss before its step changes the weights.
         checkpoint_dir: where checkpoints go; the final step is always checkpointed there.
         resume: True continues from ``checkpoint_dir/latest`` if it exists; a path continues
             from that checkpoint.
         generator: the data generator (its state is advanced, and restored on resume).
         seed: seed of a fresh CPU data generator (exclusive with ``generator``).
         progress: show a tqdm bar with step, loss, lr and it/s.
-        callback: ``callback(step, loss)`` after every step (``step`` counts from 1).
+        callback: ``callback(step, loss)`` after every step (``step`` counts from 1); ``loss``
+            is a float, so a callback makes every step read its loss from the device (a host
+            synchronisation per step; without a callback there is none between reads). Under
+            torchrun, every rank passes a callback or none.
         final_weights: ``"raw"`` leaves the optimizer's weights in the flow (the EMA stays in
             ``History.ema``: ``history.ema.copy_to(flow)`` or
             ``with history.ema.average_parameters(flow): ...``); ``"ema"`` copies the average
@@ -125,7 +135,12 @@ def train(
         The :class:`History` (losses and learning rates per step, wall time, checkpoints, EMA).
 
     Raises:
-        NonFiniteLossError: a step's loss is NaN/inf (names the step and the last checkpoint).
+        NonFiniteLossError: a step's loss is NaN/inf (names the first such step and the last
+            checkpoint), raised when the losses are next read, before that step's update. The
+            flow keeps the weights from before the bad step if the bad step is itself read
+            (``log_every=1``, a callback, a checkpoint step); otherwise it has taken the updates
+            up to the read: resume from the last checkpoint, written only after its steps'
+            losses were checked.
 
     Example:
         >>> import flowkit as fk

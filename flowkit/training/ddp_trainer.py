@@ -78,16 +78,15 @@ class DistributedTrainer(Trainer):
         self.loss_reduction.loss = loss.detach()
         return loss
 
-    def loss_value(self, loss: Tensor) -> float:
-        """The mean of the ranks' losses: every rank records (and checks) the same value.
+    def loss_value(self, loss: Tensor) -> Tensor:
+        """The mean of the ranks' losses (on the device): every rank records (and checks) the
+        same value.
 
         Called after ``backward``, whose gradient all-reduce carried the loss; a separate
         reduction only if no gradient bucket was reduced (a loss that reaches no parameter).
         """
         mean = self.loss_reduction.take_mean()
-        if mean is None:
-            mean = distributed.mean_across_ranks(loss)
-        return mean.item()
+        return distributed.mean_across_ranks(loss) if mean is None else mean
 
     def all_ranks(self, obj: Any) -> list[Any]:
         """``obj`` of every rank, by rank (an all-gather)."""
@@ -122,7 +121,12 @@ class DistributedTrainer(Trainer):
 
     def run(self, progress: bool = True, callback: Callback | None = None) -> History:
         """Train every rank to ``config.steps`` (checked to agree across ranks); rank 0 shows
-        progress and logs the effective batch."""
+        progress and logs the effective batch.
+
+        The ranks read (and check) their losses at the same steps, so a non-finite loss stops
+        them all at once: ``log_every``, ``checkpoint_every`` and whether a callback is given
+        must agree across the ranks.
+        """
         config = self.config
         directory = config.checkpoint_dir
         distributed.check_same(
@@ -131,6 +135,8 @@ class DistributedTrainer(Trainer):
             start_step=self.step,
             checkpoint_dir=None if directory is None else str(directory),
             checkpoint_every=config.checkpoint_every,
+            log_every=config.log_every,
+            callback=callback is not None,
         )
         progress = progress and self.is_writer
         if progress:

@@ -15,6 +15,8 @@ class History:
 
     Attributes:
         losses: training loss of every optimizer step; ``losses[k - 1]`` belongs to step ``k``.
+            Complete when training returns; during training it ends at the last step whose
+            loss was read from the device (every ``log_every`` steps).
         lrs: learning rate used at every step (of the first parameter group).
         steps: optimizer steps completed in total.
         batch_size: pairs per step and rank.
@@ -60,9 +62,9 @@ class History:
         """Loss of the last step (None before the first)."""
         return self.losses[-1] if self.losses else None
 
-    def record(self, loss: float, lr: float) -> None:
-        """Append one step."""
-        self.losses.append(loss)
+    def record(self, lr: float) -> None:
+        """Count one optimizer step and its learning rate (its loss comes later, read from the
+        device with those of other steps: see :meth:`flowkit.training.Trainer.read_losses`)."""
         self.lrs.append(lr)
         self.steps += 1
 

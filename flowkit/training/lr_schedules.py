@@ -59,17 +59,24 @@ def lr_factor(step: int, schedule: str, total_steps: int, warmup: int = 0) -> fl
         total_steps: ``K``, the number of steps of the whole run.
         warmup: ``W``, warmup steps (0: none).
     """
+    return scheduled_factor(step, LR_SCHEDULES[check_lr_schedule(schedule)], total_steps, warmup)
+
+
+def scheduled_factor(
+    step: int, schedule: Callable[[float], float], total_steps: int, warmup: int
+) -> float:
+    """:func:`lr_factor` with the schedule given as its function (checked by the caller)."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return LR_SCHEDULES[check_lr_schedule(schedule)](progress)
+    return schedule(min(1.0, (step - warmup) / max(1, total_steps - warmup)))
 
 
 def build_scheduler(optimizer: Optimizer, schedule: str, total_steps: int, warmup: int) -> LambdaLR:
-    """A ``LambdaLR`` applying :func:`lr_factor` to every parameter group of ``optimizer``."""
-    check_lr_schedule(schedule)
+    """A ``LambdaLR`` applying :func:`lr_factor` to every parameter group of ``optimizer``
+    (the options are checked here, once, not at every step)."""
+    function = LR_SCHEDULES[check_lr_schedule(schedule)]
     check_warmup(warmup)
     return LambdaLR(
         optimizer,
-        partial(lr_factor, schedule=schedule, total_steps=total_steps, warmup=warmup),
+        partial(scheduled_factor, schedule=function, total_steps=total_steps, warmup=warmup),
     )

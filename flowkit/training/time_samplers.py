@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -58,7 +59,21 @@ def check_positive(value: float, name: str) -> float:
 
 
 class TimeSampler(ABC):
-    """Base class: a distribution of training times on [0, 1]."""
+    """Base class: a distribution of training times on [0, 1].
+
+    Attributes:
+        in_unit_interval: True when every draw lies in [0, 1] by construction (flowkit's own
+            samplers); the trainer then does not check the times it draws (a check is a host
+            synchronisation on an accelerator). A subclass that defines its own ``sample`` is
+            checked unless it sets this itself.
+    """
+
+    in_unit_interval: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "sample" in vars(cls) and "in_unit_interval" not in vars(cls):
+            cls.in_unit_interval = False
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -73,6 +88,8 @@ class TimeSampler(ABC):
 @dataclass(frozen=True)
 class Uniform(TimeSampler):
     """Uniform times ``t ~ U[0, 1)``: ``π(t) = 1``."""
+
+    in_unit_interval = True
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return uniform_draw(n, generator)
@@ -96,6 +113,8 @@ class LogitNormal(TimeSampler):
         m: location of the underlying normal.
         s: scale of the underlying normal (> 0).
     """
+
+    in_unit_interval = True
 
     m: float = 0.0
     s: float = 1.0
@@ -136,6 +155,8 @@ class Mode(TimeSampler):
         s: scale in ``[−1, 2/(π − 2)]`` (where ``g`` is monotone); SD3 uses 1.29.
     """
 
+    in_unit_interval = True
+
     s: float = 1.29
 
     def __post_init__(self) -> None:
@@ -162,7 +183,7 @@ class Mode(TimeSampler):
         return 0.5 * (lo + hi)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.transform(uniform_draw(n, generator))
+        return self.transform(uniform_draw(n, generator)).clamp_(0.0, 1.0)  # rounding at 0, 1
 
     def density(self, t: Tensor) -> Tensor:
         u = self.inverse(t.clamp(0, 1))
@@ -178,6 +199,8 @@ class CosMap(TimeSampler):
     ``π(t) = 2 / (π·(1 − 2t + 2t²))``; symmetric about 1/2. Computed as
     ``t = sin(πu/2) / (sin(πu/2) + cos(πu/2))`` to avoid the pole of tan at u = 1.
     """
+
+    in_unit_interval = True
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         half_angle = 0.5 * math.pi * uniform_draw(n, generator)
@@ -201,6 +224,8 @@ class UShaped(TimeSampler):
         a: steepness (> 0); the paper uses 4. ``a → 0`` approaches the uniform law.
     """
 
+    in_unit_interval = True
+
     a: float = 4.0
 
     def __post_init__(self) -> None:
@@ -209,7 +234,7 @@ class UShaped(TimeSampler):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         u = uniform_draw(n, generator).double()
         t = 0.5 + torch.asinh((2 * u - 1) * math.sinh(0.5 * self.a)) / self.a
-        return t.float()
+        return t.float().clamp_(0.0, 1.0)  # asinh(−sinh(a/2)) may round below −a/2
 
     def density(self, t: Tensor) -> Tensor:
         value = self.a * torch.cosh(self.a * (t - 0.5)) / (2 * math.sinh(0.5 * self.a))

@@ -4,6 +4,12 @@
 :meth:`Trainer.draw_batch` (the trainer's own data generator), :meth:`Trainer.train_step`
 (loss, backward, optimizer, schedule, EMA; override :meth:`Trainer.compute_loss` to route the
 model through a wrapper) and :meth:`Trainer.save` (only the ``is_writer`` process writes).
+
+A step does not wait for the device: its loss stays there (:attr:`Trainer.unread`) until
+:meth:`Trainer.read_losses` copies the losses of the steps since the last read to the host in
+one synchronisation, checks them and appends them to ``History.losses``. :meth:`Trainer.run`
+reads at every ``log_every``-th step, before every checkpoint, at the last step, and at every
+step when a callback is given.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from flowkit.training.lr_schedules import build_scheduler
 from flowkit.training.optimizers import build_optimizer
 
 STATE_FORMAT = "flowkit.training/1"
+#: ``callback(step, loss)`` after every step; the loss is read from the device (a float).
 Callback = Callable[[int, float], None]
 
 
@@ -44,7 +51,14 @@ class TrainingError(RuntimeError):
 
 
 class NonFiniteLossError(TrainingError):
-    """A step produced a NaN or infinite loss; the weights are those before that step.
+    """A step produced a NaN or infinite loss.
+
+    Losses are checked when they are read (:meth:`Trainer.read_losses`): the error names the
+    first bad step since the last read and is raised before the step of the read changes the
+    weights. If the bad step is the step of the read (a logging step, a checkpoint step, the
+    last step, every step with a callback or ``log_every=1``), the weights are those before it;
+    otherwise the flow has also taken the updates from the bad step to the read, and the last
+    checkpoint (written only after its steps were checked) is the good state to resume from.
 
     Attributes:
         step: the 1-based step whose loss was not finite.
@@ -63,12 +77,17 @@ class NonFiniteLossError(TrainingError):
 
 @dataclass
 class TrainBatch:
-    """One training batch on the flow's device: pairs, their times and conditions."""
+    """One training batch on the flow's device: pairs, their times and conditions.
+
+    ``t_in_range`` is True when ``t`` lies in [0, 1] by construction (drawn by a flowkit time
+    sampler): the loss then skips checking it.
+    """
 
     x0: Tensor
     x1: Tensor
     t: Tensor
     cond: dict[str, Tensor] = field(default_factory=dict)
+    t_in_range: bool = False
 
 
 def parameter_placement(module: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -93,6 +112,8 @@ class Trainer:
         is_writer: whether this process writes checkpoints (False on non-zero ranks).
         rank, world_size: this process's place in a distributed run (0 and 1 here; see
             :class:`flowkit.training.ddp_trainer.DistributedTrainer`).
+        unread: the detached losses (on the device) of the steps not yet read by
+            :meth:`read_losses`, oldest first.
     """
 
     rank = 0
@@ -119,6 +140,8 @@ class Trainer:
         )
         self.is_writer = True
         self.last_saved: Path | None = None
+        self.unread: list[Tensor] = []
+        self.sampled_t_in_range = getattr(config.time_sampler, "in_unit_interval", False) is True
 
     @property
     def step(self) -> int:
@@ -127,6 +150,8 @@ class Trainer:
 
     def to_device(self, x: Tensor) -> Tensor:
         """Move to the flow's device; floating tensors also take the flow's dtype."""
+        if x.device == self.device and (x.dtype == self.dtype or not x.is_floating_point()):
+            return x
         if x.is_floating_point():
             return x.to(device=self.device, dtype=self.dtype)
         return x.to(device=self.device)
@@ -135,45 +160,81 @@ class Trainer:
         """Draw pairs from the coupling and times from the time sampler (unless the coupling
         fixes them), in that order, with the trainer's generator."""
         batch = self.coupling.sample(self.config.batch_size, generator=self.generator)
-        t = batch.t
+        t, in_range = batch.t, False
         if t is None:
             t = self.config.time_sampler.sample(batch.x0.shape[0], generator=self.generator)
-        cond = {k: self.to_device(v) for k, v in (batch.cond or {}).items()}
+            in_range = self.sampled_t_in_range
+        cond = {k: self.to_device(v) for k, v in batch.cond.items()} if batch.cond else {}
         return TrainBatch(
-            self.to_device(batch.x0), self.to_device(batch.x1), self.to_device(t), cond
+            self.to_device(batch.x0), self.to_device(batch.x1), self.to_device(t), cond, in_range
         )
 
     def compute_loss(self, batch: TrainBatch) -> Tensor:
         """The flow-matching loss of one batch (``flow.loss`` with the configured weighting)."""
         return self.flow.loss(
-            batch.x0, batch.x1, batch.t, weighting=self.config.weighting, cond=batch.cond
+            batch.x0,
+            batch.x1,
+            batch.t,
+            weighting=self.config.weighting,
+            cond=batch.cond,
+            check_t=not batch.t_in_range,
         )
 
-    def loss_value(self, loss: Tensor) -> float:
-        """The loss recorded for a step (a distributed trainer averages it over the ranks)."""
-        return loss.item()
+    def loss_value(self, loss: Tensor) -> Tensor:
+        """The loss recorded for a step, detached and left on the device (a distributed trainer
+        averages it over the ranks)."""
+        return loss.detach()
 
-    def train_step(self, batch: TrainBatch) -> float:
-        """One optimizer step on ``batch``; records and returns the loss.
+    def train_step(self, batch: TrainBatch, read: bool = True) -> Tensor:
+        """One optimizer step on ``batch``; records the loss and returns it (detached, on the
+        device).
+
+        Args:
+            batch: the step's batch (:meth:`draw_batch`).
+            read: read the unread losses, this step's included, before the weights change
+                (:meth:`read_losses`: one host synchronisation). Without, the step does not
+                wait for the device and its loss waits in :attr:`unread`.
 
         Raises:
-            NonFiniteLossError: before touching the weights if the loss is NaN or infinite.
+            NonFiniteLossError: (when reading) a NaN or infinite loss; the weights have not
+                taken this step.
         """
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(batch)
         loss.backward()
         value = self.loss_value(loss)  # after backward: ranks meet there anyway
-        if not math.isfinite(value):
-            raise NonFiniteLossError(self.step + 1, value, self.history.checkpoint)
+        self.unread.append(value)
+        if read:
+            self.read_losses()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.flow)
-        self.history.record(value, lr)
+        self.history.record(lr)
         return value
+
+    def read_losses(self) -> list[float]:
+        """Copy the :attr:`unread` losses to the host (one synchronisation), check them and
+        append them to ``History.losses``; returns them.
+
+        Raises:
+            NonFiniteLossError: naming the first step whose loss is NaN or infinite (the losses
+                before it are appended).
+        """
+        if not self.unread:
+            return []
+        values = torch.stack(self.unread).tolist()
+        self.unread.clear()
+        losses = self.history.losses
+        for index, value in enumerate(values):
+            if not math.isfinite(value):
+                losses.extend(values[:index])
+                raise NonFiniteLossError(len(losses) + 1, value, self.history.checkpoint)
+        losses.extend(values)
+        return values
 
     def rng_state(self) -> dict[str, str | None]:
         """This process's RNG states (data generator, torch, CUDA) as base64 text."""
@@ -279,25 +340,33 @@ class Trainer:
 
     def run(self, progress: bool = True, callback: Callback | None = None) -> History:
         """Train until ``config.steps`` steps are done; checkpoint every ``checkpoint_every``
-        steps and at the end (when ``checkpoint_dir`` is set)."""
+        steps and at the end (when ``checkpoint_dir`` is set).
+
+        The losses are read from the device (:meth:`read_losses`) at every ``log_every``-th
+        step, where the progress bar shows their mean, before every checkpoint and at the last
+        step; with a ``callback``, at every step, which then gets the loss as a float.
+        """
         config, history = self.config, self.history
+        steps, log_every, every = config.steps, config.log_every, config.checkpoint_every
         was_training = self.flow.training
         self.flow.train()
         start, base_wall = time.perf_counter(), history.wall_time
-        bar = tqdm(total=config.steps, initial=self.step, disable=not progress, unit="step")
+        bar = tqdm(total=steps, initial=self.step, disable=not progress, unit="step")
         try:
-            while self.step < config.steps:
-                loss = self.train_step(self.draw_batch())
+            while self.step < steps:
+                step = self.step + 1
+                log = step % log_every == 0 or step == steps
+                save = every is not None and step % every == 0
+                self.train_step(self.draw_batch(), read=log or save or callback is not None)
                 history.wall_time = base_wall + time.perf_counter() - start
                 bar.update(1)
-                if self.step % config.log_every == 0 or self.step == config.steps:
-                    window = history.losses[-((self.step - 1) % config.log_every + 1) :]
+                if log:
+                    window = history.losses[-((step - 1) % log_every + 1) :]
                     mean = sum(window) / len(window)
                     bar.set_postfix(loss=f"{mean:.4g}", lr=f"{history.lrs[-1]:.2e}", refresh=False)
                 if callback is not None:
-                    callback(self.step, loss)
-                every = config.checkpoint_every
-                if every is not None and self.step % every == 0:
+                    callback(step, history.losses[-1])
+                if save:
                     self.save()
         finally:
             bar.close()

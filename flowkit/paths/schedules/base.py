@@ -44,6 +44,11 @@ class Schedule(ABC):
     def db(self, t: Tensor) -> Tensor:
         """Derivative b'(t)."""
 
+    def velocity(self, t: Tensor, x0: Tensor, x1: Tensor) -> Tensor:
+        """Conditional velocity ``a'(t)·x1 + b'(t)·x0`` (``t`` already broadcast against ``x0``);
+        a subclass may override it with a cheaper closed form."""
+        return self.da(t) * x1 + self.db(t) * x0
+
     def log_snr(self, t: Tensor) -> Tensor:
         """Log signal-to-noise ratio ``λ(t) = log(a(t)² / b(t)²) = 2(log a − log b)``."""
         return 2.0 * (torch.log(self.a(t)) - torch.log(self.b(t)))

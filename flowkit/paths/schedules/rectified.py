@@ -30,6 +30,10 @@ class RectifiedSchedule(Schedule):
     def db(self, t: Tensor) -> Tensor:
         return -torch.ones_like(t)
 
+    def velocity(self, t: Tensor, x0: Tensor, x1: Tensor) -> Tensor:
+        """``x1 − x0`` (``a' = 1``, ``b' = −1``), without materialising the derivatives."""
+        return x1 - x0
+
     def log_snr(self, t: Tensor) -> Tensor:
         """``λ(t) = 2 log(t/(1−t))``."""
         return 2.0 * (torch.log(t) - torch.log1p(-t))
