@@ -105,3 +105,19 @@ def test_a_model_that_reads_values_is_checked_on_the_cpu() -> None:
         assert validate({"model": "reads_time_for_test"}).model == "reads_time_for_test"
     finally:
         fk.registry.MODELS._entries.pop("reads_time_for_test")
+
+
+def test_a_non_finite_loss_is_reported_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from flowkit.cli import main
+
+    config = tmp_path / "nan.yaml"
+    config.write_text(
+        "training: {steps: 50, batch_size: 16, lr: 1.0e+30, checkpoint_every: 1}\n"
+        "model: {name: mlp, dim: 2, hidden: 8, depth: 1}\nplots: {enabled: false}\n"
+    )
+    assert main(["run", str(config), "--out", str(tmp_path / "runs"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss (nan) at step" in err and "last good checkpoint" in err
+    assert "Traceback" not in err
