@@ -56,10 +56,6 @@ EXPECTED = {
 }
 #: A deleted done.json is an unfinished stage: resuming redoes it.
 EXPECTED_DELETED = {("done", "resume"): 0}
-#: Cases that need ReflowStage.restore to defer its pairs (ctx.defer_coupling); see
-#: docs/testing.md. Until then they exit 1 with the named error (never a traceback).
-NEEDS_DEFERRED_PAIRS = {("shard", "sample"), ("shard", "eval")}
-NEEDS_DEFERRED_PAIRS |= {("manifest", "sample"), ("manifest", "eval")}
 COMMANDS = ("sample", "eval", "resume")
 
 
@@ -82,8 +78,6 @@ def cases() -> list:
         for mode in DAMAGE:
             for command in COMMANDS:
                 marks = [] if command == "sample" else [pytest.mark.slow]
-                if (kind, command) in NEEDS_DEFERRED_PAIRS:
-                    marks.append(pytest.mark.xfail(strict=True, reason="needs defer_coupling"))
                 params.append(pytest.param(kind, mode, command, marks=marks))
     return params
 

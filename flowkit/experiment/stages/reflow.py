@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import flowkit
@@ -34,7 +35,8 @@ class ReflowStage(PairStage):
         return self.finish(ctx, flow, self.fit(ctx, flow, pairs))
 
     def restore(self, ctx: Any, info: Mapping[str, Any]) -> None:
-        """The flow, and the stored pairs as the coupling of the following train stages."""
+        """The flow, and the stored pairs as the coupling of the following train stages (read
+        only if one of them runs: sampling and evaluating need the weights alone)."""
         super().restore(ctx, info)
-        store = str(ctx.run.stage_path(self.name, "pairs"))
-        ctx.coupling = build_coupling({"name": "paired", "store": store}, ctx.source, ctx.target)
+        spec = {"name": "paired", "store": str(ctx.run.stage_path(self.name, "pairs"))}
+        ctx.defer_coupling(partial(build_coupling, spec, ctx.source, ctx.target))
