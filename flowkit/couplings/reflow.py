@@ -116,12 +116,14 @@ def reflow(
         parts = [part for _, part in distributed.gather_shards(solved)]
         return assemble([t for t, _ in parts], job.manifest([nfe for _, nfe in parts]))
     pair_store = PairStore(store)
-    if (finished := load_finished(job, pair_store)) is not None:
-        return finished
-    write_shards(job, pair_store, mine, progress, callback)
-    distributed.barrier()
-    distributed.from_rank_zero(write_manifest, job, pair_store)
-    return PairedCoupling.from_store(pair_store.directory)
+    pairs = load_finished(job, pair_store)
+    if pairs is None:
+        write_shards(job, pair_store, mine, progress, callback)
+        distributed.barrier()
+        distributed.from_rank_zero(write_manifest, job, pair_store)
+        pairs = PairedCoupling.from_store(pair_store.directory)
+    distributed.barrier()  # every rank has read the store before any rank goes on to touch it
+    return pairs
 
 
 def load_finished(job: ReflowJob, store: PairStore) -> PairedCoupling | None:
