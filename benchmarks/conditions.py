@@ -28,3 +28,10 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
         f"({torch.get_num_threads()} intra-op thread(s)), Python {platform.python_version()}"
     )
+
+
+def write_page(text: str, out: str) -> None:
+    """Print a benchmark's Markdown page and write it to ``out`` (its folder created)."""
+    print(text)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)

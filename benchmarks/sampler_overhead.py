@@ -26,10 +26,9 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from conditions import CLOCKS, machine
+from conditions import CLOCKS, machine, write_page
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from flow_matching.solver import ODESolver
 from torchdiffeq import odeint
@@ -278,9 +277,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    write_page(text, args.out)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,10 @@ import copy
 import os
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torchcfm.conditional_flow_matching as tcfm
-from conditions import CLOCKS, machine
+from conditions import CLOCKS, machine, write_page
 from flow_matching.path import CondOTProbPath
 from torch import Tensor, nn
 
@@ -246,9 +245,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    write_page(text, args.out)
 
 
 if __name__ == "__main__":
