@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,46 +10,8 @@ from torch import Tensor
 
 from flowkit.couplings.base import Cond, Coupling, CouplingBatch, check_batch_size, index_cond
 from flowkit.couplings.store import PairStore
+from flowkit.data.epochs import EpochSampler
 from flowkit.registry import COUPLINGS
-
-
-class EpochSampler:
-    """Batches of indices into ``n`` items, without replacement within an epoch.
-
-    Each epoch is a fresh random permutation drawn with the generator of the call that starts
-    it; a batch that runs past the end of an epoch is completed from the next one, so every item
-    is seen once per epoch and batches always have the requested size.
-    """
-
-    def __init__(self, n: int) -> None:
-        if n < 1:
-            raise ValueError(f"a paired coupling needs at least one pair, got {n}")
-        self.n = n
-        self.order = torch.empty(0, dtype=torch.long)
-        self.position = 0
-        self.epoch = 0
-
-    def next(self, batch_size: int, generator: torch.Generator | None) -> Tensor:
-        parts: list[Tensor] = []
-        need = batch_size
-        while need > 0:
-            if self.position >= self.order.numel():
-                self.order = torch.randperm(self.n, generator=generator)
-                self.position = 0
-                self.epoch += 1
-            take = self.order[self.position : self.position + need]
-            self.position += take.numel()
-            need -= take.numel()
-            parts.append(take)
-        return torch.cat(parts)
-
-    def state_dict(self) -> dict[str, Tensor | int]:
-        return {"order": self.order.clone(), "position": self.position, "epoch": self.epoch}
-
-    def load_state_dict(self, state: Mapping[str, Tensor | int]) -> None:
-        self.order = torch.as_tensor(state["order"], dtype=torch.long).clone()
-        self.position = int(state["position"])
-        self.epoch = int(state["epoch"])
 
 
 class PairedCoupling(Coupling):
@@ -143,7 +104,7 @@ class PairedCoupling(Coupling):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """The epoch order and position (restoring it resumes the same batches)."""
+        """The epoch seed and position (restoring them resumes the same batches)."""
         return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -151,7 +112,7 @@ class PairedCoupling(Coupling):
 
     def next_indices(self, batch_size: int, generator: torch.Generator | None) -> Tensor:
         """Indices of the next batch (without replacement within an epoch)."""
-        return self.sampler.next(check_batch_size(batch_size), generator)
+        return self.sampler.take(check_batch_size(batch_size), generator)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> CouplingBatch:
         idx = self.next_indices(batch_size, generator)
