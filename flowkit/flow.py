@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit._tensor import as_time, expand_time
+from flowkit.losses import LossSpec, build_loss
 from flowkit.paths.affine import AffinePath, check_prediction
 from flowkit.registry import PATHS
 
@@ -79,12 +80,13 @@ class Flow(nn.Module):
         cond: dict[str, Any] | None = None,
         reduction: str = "mean",
         check_t: bool = True,
+        loss: LossSpec = "mse",
     ) -> Tensor:
         """Conditional flow-matching loss in the model's own parameterisation.
 
-        ``L = E_t E_{x0,x1} w(t)·||model(x_t, t) − target||²`` with ``x_t = a·x1 + b·x0`` and the
-        target ``a'·x1 + b'·x0`` (velocity), ``x0`` (epsilon), ``x1`` or ``−x0/b`` (score). The
-        squared error is averaged over the non-batch axes.
+        ``L = E_t E_{x0,x1} w(t)·ℓ(model(x_t, t) − target)`` with ``x_t = a·x1 + b·x0``, the
+        target ``a'·x1 + b'·x0`` (velocity), ``x0`` (epsilon), ``x1`` or ``−x0/b`` (score), and
+        ``ℓ`` the ``loss``: by default the squared error averaged over the non-batch axes.
 
         Args:
             x0, x1: coupled source and target samples, shape ``(B, ...)``.
@@ -94,6 +96,10 @@ class Flow(nn.Module):
                 returning weights of shape ``(B,)``.
             cond: keyword conditions passed to the model.
             reduction: ``"mean"`` (a scalar) or ``"none"`` (per-sample losses of shape ``(B,)``).
+            loss: ``"mse"``, ``"l1"``, ``"pseudo_huber"`` (``sqrt(||d||² + c²) − c`` per sample,
+                or per token for per-token times, with ``c = 0.00054·sqrt(D)`` for ``D``
+                elements) or ``{"name": "pseudo_huber", "c": ...}``; see :mod:`flowkit.losses`.
+                The weights multiply each sample's (each token's) loss.
             check_t: raise ``ValueError`` unless every given t lies in [0, 1] (checked once; on
                 an accelerator, one host synchronisation). The trainer passes False for times
                 drawn by a flowkit time sampler, which lie in [0, 1] by construction; times
@@ -104,14 +110,16 @@ class Flow(nn.Module):
         if t is None:
             t = torch.rand(x1.shape[0], generator=generator, device=x1.device).to(x1.dtype)
             check_t = False
+        criterion = build_loss(loss)
         s = self.path.sample(x0, x1, t, check_t=check_t)
         pred = self.model(s.x_t, s.t, **(cond or {}))
-        err = (pred - self.path.target(s, self.prediction)) ** 2
+        units = max(s.t.ndim, 1)  # a sample, or a token for per-token times
+        per_unit = criterion(pred - self.path.target(s, self.prediction), units)
         if weighting is not None:
-            err = err * self.loss_weight(weighting, s.t, err)
-        if reduction == "mean":  # every sample has as many elements: the mean of the means
-            return err.mean()
-        return err.flatten(1).mean(1)
+            per_unit = per_unit * self.loss_weight(weighting, s.t, per_unit)
+        if reduction == "mean":  # every sample has as many units: the mean of the means
+            return per_unit.mean()
+        return per_unit.flatten(1).mean(1) if units > 1 else per_unit
 
     def loss_weight(self, weighting: Weighting, t: Tensor, like: Tensor) -> Tensor:
         """Weights for :meth:`loss`, broadcast against ``like`` (``t`` already checked)."""

@@ -42,8 +42,10 @@ TRAIN_VALUES: dict[str, Any] = {
     "warmup": 2,
     "grad_clip": 1.0,
     "ema": 0.9,
+    "cond_dropout": 0.1,
     "time_sampler": {"name": "logit_normal", "m": 0.5},
     "weighting": "velocity",
+    "loss": {"name": "pseudo_huber", "c": 0.01},
     "checkpoint_every": 3,
     "log_every": 2,
 }

@@ -41,10 +41,15 @@ class GaussianMixture(Distribution):
             ``std``).
         std: alternative to ``covariances``: one standard deviation for all components, or one
             per component ``(K,)`` (isotropic).
+        labels: a class label per component ``(K,)`` covering ``0 .. C−1`` (several components
+            may share a class): a labelled mixture, whose :meth:`sample_conditional` returns
+            the label of each sample's component as ``{"y": labels}``; class ``c`` is the
+            mixture :meth:`class_mixture` ``(c)``. None: unlabelled.
 
     Attributes:
         weights, means, covariances, chol: float64 tensors ``(K,)``, ``(K, d)``, ``(K, d, d)``,
             ``(K, d, d)`` (Cholesky factors).
+        labels: long tensor ``(K,)`` or None; num_classes: ``C`` (None when unlabelled).
 
     Example:
         >>> import torch, flowkit as fk
@@ -63,6 +68,7 @@ class GaussianMixture(Distribution):
         weights: Any = None,
         covariances: Any = None,
         std: Any = None,
+        labels: Any = None,
     ) -> None:
         mu = torch.as_tensor(means, dtype=DTYPE)
         if mu.ndim != 2 or mu.shape[0] < 1 or mu.shape[1] < 1:
@@ -85,6 +91,24 @@ class GaussianMixture(Distribution):
         )
         self.chol = cholesky(self.covariances, "covariances")
         self.event_shape = (d,)
+        self.labels = None if labels is None else component_labels(labels, k)
+        self.num_classes = None if labels is None else int(self.labels.max()) + 1
+
+    def sample_conditional(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Samples and, for a labelled mixture, ``{"y": the label of each one's component}``."""
+        x, comp = self.sample_with_components(n, generator)
+        return x, ({} if self.labels is None else {"y": self.labels.to(comp.device)[comp]})
+
+    def class_mixture(self, label: int) -> GaussianMixture:
+        """The mixture of class ``label``: its components, weights renormalised."""
+        if self.labels is None:
+            raise ValueError("class_mixture needs a labelled mixture (labels=...)")
+        keep = self.labels == label
+        return GaussianMixture(
+            self.means[keep], weights=self.weights[keep], covariances=self.covariances[keep]
+        )
 
     @property
     def dim(self) -> int:
@@ -219,6 +243,20 @@ def sobol_normal(n: int, dim: int, generator: torch.Generator | None = None) -> 
     return torch.special.ndtri(u.clamp(tiny, 1.0 - tiny))
 
 
+def component_labels(labels: Any, k: int) -> Tensor:
+    """``labels`` as a long tensor ``(K,)`` of class indices covering ``0 .. C−1``."""
+    try:
+        out = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        out = None
+    if out is None or out.shape != (k,) or out.is_floating_point() or out.dtype == torch.bool:
+        raise ValueError(f"labels must be one integer class per component (K={k}); got {labels!r}")
+    out = out.long()
+    if set(out.tolist()) != set(range(int(out.max()) + 1)):
+        raise ValueError(f"labels must cover the classes 0 .. C-1 without gaps; got {labels!r}")
+    return out
+
+
 def _per_component(value: Any, k: int) -> list[Any]:
     """Split a per-component option into ``k`` entries (a scalar or None is shared)."""
     if value is None:
@@ -251,6 +289,10 @@ def gaussian_mixture(
     weights: Any = None,
     covariances: Any = None,
     std: Any = None,
+    labels: Any = None,
 ) -> GaussianMixture:
-    """Gaussian mixture with given weights, means and covariances (any dimension)."""
-    return GaussianMixture(means=means, weights=weights, covariances=covariances, std=std)
+    """Gaussian mixture with given weights, means and covariances (any dimension); with
+    ``labels`` (a class per component) its samples carry the class as condition ``y``."""
+    return GaussianMixture(
+        means=means, weights=weights, covariances=covariances, std=std, labels=labels
+    )

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowkit.checks import OptionError, Real, shown
 from flowkit.registry import SOLVERS
 from flowkit.solvers.base import Context, Solution, Solver, as_field
 from flowkit.solvers.grid import make_grid, time_span
+from flowkit.solvers.guidance import CFGuidance
 from flowkit.solvers.inputs import check_result, check_start
 from flowkit.solvers.mask import TokenMask
 
@@ -63,6 +65,8 @@ RUNTIME_ARGUMENTS = (
     "progress",
     "generator",
     "cond",
+    "guidance",
+    "guidance_interval",
     "conditioning_mask",
     "grad",
     "check_finite",
@@ -93,6 +97,27 @@ def plan(solver: str | Mapping | Solver = "euler", **arguments: Any) -> SamplePl
     return SamplePlan(s, times)
 
 
+def guided_field(
+    field: Any,
+    cond: dict[str, Any] | None,
+    guidance: float | None,
+    interval: Sequence[float] | None,
+) -> Any:
+    """The field :func:`sample` integrates: ``field`` with its conditions, guided when
+    ``guidance`` is given (a :class:`CFGuidance` with the null condition)."""
+    if guidance is None:
+        if interval is not None:
+            raise OptionError("guidance_interval", "needs guidance=<scale>")
+        return as_field(field, cond)
+    if not cond:
+        raise OptionError(
+            "guidance",
+            f"is {shown(guidance)} but there are no conditions to guide by: pass "
+            "cond={'y': labels} (or {'c': vectors})",
+        )
+    return CFGuidance(field, Real()(guidance, "guidance"), cond, interval=interval)
+
+
 def sample(
     field: Any,
     x0: Tensor,
@@ -108,6 +133,8 @@ def sample(
     progress: bool = False,
     generator: torch.Generator | None = None,
     cond: dict[str, Any] | None = None,
+    guidance: float | None = None,
+    guidance_interval: Sequence[float] | None = None,
     conditioning_mask: Tensor | None = None,
     grad: bool = False,
     check_finite: bool = True,
@@ -134,6 +161,13 @@ def sample(
         progress: show a tqdm progress bar (fixed-step solvers).
         generator: random numbers of stochastic solvers.
         cond: keyword conditions passed to the model, ``model(x, t, **cond)``.
+        guidance: classifier-free guidance weight ``w``: integrate
+            ``v_null + w·(v_cond − v_null)`` with the null condition of
+            :mod:`flowkit.conditions` (label ``num_classes`` for ``y``, zeros for ``c``), both
+            branches in one model call of 2B rows per evaluation (see
+            :class:`~flowkit.solvers.guidance.CFGuidance`). None: no guidance (``cond`` as is).
+        guidance_interval: ``(t_lo, t_hi)``: guide only for ``t_lo <= t <= t_hi`` (the
+            conditional field, w = 1, elsewhere); needs ``guidance``.
         conditioning_mask: per-token mask ``(B, N)`` for ``x0`` of shape ``(B, N, ...)``, see
             :mod:`flowkit.solvers.mask`.
         grad: keep the autograd graph (default: run under ``torch.no_grad()``).
@@ -147,7 +181,9 @@ def sample(
 
     Raises:
         TypeError: ``x0`` is not a floating tensor, or not in the flow's dtype and device.
-        ValueError: a condition's batch size differs from ``x0``'s; bad grid arguments.
+        ValueError: a condition's batch size differs from ``x0``'s; bad grid arguments;
+            ``guidance`` without conditions, with a condition that has no null, or for a model
+            without ``num_classes`` (``y``); a bad ``guidance_interval`` (an ``OptionError``).
         NonFiniteSampleError: NaN or inf in ``x0`` or in the result (``check_finite``).
 
     Example:
@@ -161,9 +197,9 @@ def sample(
     planned = plan(solver, **grid_args, **solver_options)
     s, times = planned.solver, planned.times
     check_start(field, x0, cond, check_finite)
+    f = guided_field(field, cond, guidance, guidance_interval)
     if x0.shape[0] == 0:
         return Solution(x0.clone(), 0, times, None, {"solver": type(s).__name__, "empty": True})
-    f = as_field(field, cond)
     ctx = Context(source=field, generator=generator, record=return_trajectory, progress=progress)
     if conditioning_mask is not None:
         if times[-1] < times[0]:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from flowkit import distributed
+from flowkit.losses import LossSpec
 from flowkit.registry import COUPLINGS
 from flowkit.training.checkpoint import latest_checkpoint, resolve_checkpoint
 from flowkit.training.config import TrainConfig, Weighting
@@ -69,6 +70,7 @@ def train(
     ema: float | None = None,
     time_sampler: Any = "uniform",
     weighting: Weighting = None,
+    loss: LossSpec = "mse",
     checkpoint_every: int | None = None,
     log_every: int = 10,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -113,6 +115,8 @@ def train(
         time_sampler: ``TIME_SAMPLERS`` spec or instance (``uniform``, ``logit_normal``, ``mode``,
             ``cosmap``, ``u_shaped``).
         weighting: loss weighting passed to ``flow.loss`` (None, ``"velocity"`` or ``w(t)``).
+        loss: regression loss passed to ``flow.loss``: ``"mse"``, ``"l1"``, ``"pseudo_huber"``
+            or ``{"name": "pseudo_huber", "c": ...}`` (:mod:`flowkit.losses`).
         checkpoint_every: write a checkpoint every this many steps (needs ``checkpoint_dir``).
         log_every: read the losses from the device every this many steps (the progress bar
             then shows their mean); ``1`` checks every loss before its step changes the weights.
@@ -170,6 +174,7 @@ def train(
         ema=ema,
         time_sampler=time_sampler,
         weighting=weighting,
+        loss=loss,
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         checkpoint_dir=checkpoint_dir,

@@ -24,6 +24,7 @@ from flowkit.checks import (
     OptionTypeError,
     at_most,
 )
+from flowkit.losses import Loss, build_loss
 from flowkit.options import check_options, option
 from flowkit.registry import TIME_SAMPLERS
 from flowkit.training.ema import DECAY
@@ -91,6 +92,12 @@ class TrainConfig:
         Custom(check_weighting, "null, `velocity` (or, in Python, a callable)"),
         None,
     )
+    loss: Loss = option(
+        "Regression loss: `mse`, `l1`, `pseudo_huber` (`sqrt(||d||² + c²) − c`, c = "
+        "0.00054·sqrt(dim) by default) or `{name: pseudo_huber, c: ...}`.",
+        Custom(lambda value, name: build_loss(value), "`mse`, `l1`, `pseudo_huber` or a spec"),
+        "mse",
+    )
     checkpoint_every: int | None = option(
         "Write a resumable checkpoint every this many steps.", Nullable(POSITIVE_INT), None
     )
@@ -140,4 +147,5 @@ class TrainConfig:
             "ema": self.ema,
             "time_sampler": repr(self.time_sampler),
             "weighting": weighting,
+            "loss": self.loss.spec(),
         }

@@ -73,7 +73,12 @@ class DistributedTrainer(Trainer):
         """The loss through DDP, whose backward all-reduces (averages) the gradients and, in
         the same all-reduce, the loss (:class:`~flowkit.distributed.LossReduction`)."""
         loss = self.ddp(
-            batch.x0, batch.x1, batch.t, weighting=self.config.weighting, cond=batch.cond
+            batch.x0,
+            batch.x1,
+            batch.t,
+            weighting=self.config.weighting,
+            cond=batch.cond,
+            loss=self.config.loss,
         )
         self.loss_reduction.loss = loss.detach()
         return loss

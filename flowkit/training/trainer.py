@@ -170,7 +170,8 @@ class Trainer:
         )
 
     def compute_loss(self, batch: TrainBatch) -> Tensor:
-        """The flow-matching loss of one batch (``flow.loss`` with the configured weighting)."""
+        """The flow-matching loss of one batch (``flow.loss`` with the configured weighting and
+        loss)."""
         return self.flow.loss(
             batch.x0,
             batch.x1,
@@ -178,6 +179,7 @@ class Trainer:
             weighting=self.config.weighting,
             cond=batch.cond,
             check_t=not batch.t_in_range,
+            loss=self.config.loss,
         )
 
     def loss_value(self, loss: Tensor) -> Tensor:
