@@ -81,6 +81,11 @@ class Coupling(ABC):
         if state:
             raise ValueError(f"{type(self).__name__} has no sampling state; got keys {list(state)}")
 
+    def epoch_samplers(self) -> list[Any]:
+        """The epoch streams of finite data this coupling reads, each advanced by ``batch_size``
+        items per batch (:class:`~flowkit.data.epochs.EpochSampler`); none here."""
+        return []
+
 
 def check_batch_size(batch_size: Any) -> int:
     """Return ``batch_size`` if it is a positive integer, else raise ``ValueError``."""

@@ -88,6 +88,9 @@ class DistillationCoupling(Coupling):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pairs.load_state_dict(state)
 
+    def epoch_samplers(self) -> list[Any]:
+        return self.pairs.epoch_samplers()
+
     def states(self, idx: Tensor, seg: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher states at the start and end of segment ``seg`` for pairs ``idx``."""
         pairs = self.pairs

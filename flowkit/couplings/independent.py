@@ -61,6 +61,26 @@ class IndependentCoupling(Coupling):
         x0, x1, cond = self.draw_pair(batch_size, generator)
         return CouplingBatch(x0=x0, x1=x1, cond=cond)
 
+    def finite_sides(self) -> dict[str, Any]:
+        """``source`` / ``target`` when they are finite data (read by epochs), by role."""
+        sides = {"source": self.source, "target": self.target}
+        return {role: d for role, d in sides.items() if getattr(d, "finite", False)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch positions of finite source / target data (empty for i.i.d. toys)."""
+        return {role: d.state_dict() for role, d in self.finite_sides().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sides = self.finite_sides()
+        if set(state) - set(sides):
+            raise ValueError(f"coupling state for {sorted(state)}, but only {sorted(sides)} "
+                             "hold finite data")
+        for role, side_state in state.items():
+            sides[role].load_state_dict(side_state)
+
+    def epoch_samplers(self) -> list[Any]:
+        return [s for d in self.finite_sides().values() for s in d.epoch_samplers()]
+
     def sample_source(
         self, batch_size: int, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Cond]:

@@ -110,6 +110,9 @@ class PairedCoupling(Coupling):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state)
 
+    def epoch_samplers(self) -> list[EpochSampler]:
+        return [self.sampler]
+
     def next_indices(self, batch_size: int, generator: torch.Generator | None) -> Tensor:
         """Indices of the next batch (without replacement within an epoch)."""
         return self.sampler.take(check_batch_size(batch_size), generator)

@@ -73,6 +73,7 @@ def train(
     loss: LossSpec = "mse",
     checkpoint_every: int | None = None,
     log_every: int = 10,
+    num_workers: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool | str | os.PathLike = False,
     generator: torch.Generator | None = None,
@@ -120,6 +121,12 @@ def train(
         checkpoint_every: write a checkpoint every this many steps (needs ``checkpoint_dir``).
         log_every: read the losses from the device every this many steps (the progress bar
             then shows their mean); ``1`` checks every loss before its step changes the weights.
+        num_workers: processes that prepare the batches (coupling samples and work such as the
+            minibatch-OT assignment, times, condition dropout) while the model trains. Batch
+            ``k`` is a function of the seed and ``k`` alone, so every ``num_workers >= 1`` gives
+            the same batches and a resumed run continues them exactly; ``0`` (default) draws
+            them in this process from the sequential data generator (other batches than the
+            workers'). See ``docs/data.md``.
         checkpoint_dir: where checkpoints go; the final step is always checkpointed there.
         resume: True continues from ``checkpoint_dir/latest`` if it exists; a path continues
             from that checkpoint.
@@ -177,6 +184,7 @@ def train(
         loss=loss,
         checkpoint_every=checkpoint_every,
         log_every=log_every,
+        num_workers=num_workers,
         checkpoint_dir=checkpoint_dir,
         final_weights=final_weights,
     )

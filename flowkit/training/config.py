@@ -18,6 +18,7 @@ from flowkit.checks import (
     POSITIVE_INT,
     POSITIVE_REAL,
     Custom,
+    Integer,
     Nullable,
     OneOf,
     OptionError,
@@ -107,6 +108,13 @@ class TrainConfig:
         POSITIVE_INT,
         10,
     )
+    num_workers: int = option(
+        "Processes that prepare batches (the coupling's samples and work, e.g. the minibatch-OT "
+        "assignment, and the times) while the model trains; 0: drawn in the training process. "
+        "Any value >= 1 gives the same batches for the same seed (docs/data.md).",
+        Integer(minimum=0, maximum=256),
+        0,
+    )
     checkpoint_dir: str | os.PathLike | None = option(
         "Where checkpoints go.", None, None, yaml=False
     )
@@ -148,4 +156,5 @@ class TrainConfig:
             "time_sampler": repr(self.time_sampler),
             "weighting": weighting,
             "loss": self.loss.spec(),
+            **({"worker_batches": True} if self.num_workers else {}),
         }

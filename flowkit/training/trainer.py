@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from flowkit.training.batches import STATE_KEY, WorkerBatches
 from flowkit.training.checkpoint import (
     CheckpointData,
     checkpoint_name,
@@ -142,6 +143,7 @@ class Trainer:
         self.last_saved: Path | None = None
         self.unread: list[Tensor] = []
         self.sampled_t_in_range = getattr(config.time_sampler, "in_unit_interval", False) is True
+        self.worker_batches = WorkerBatches(self) if config.num_workers else None
 
     @property
     def step(self) -> int:
@@ -261,8 +263,20 @@ class Trainer:
     def coupling_state(self) -> dict[str, Any] | None:
         """The coupling's sampling state (e.g. the epoch order of stored pairs); None when it
         keeps none."""
+        stream = None if self.worker_batches is None else self.worker_batches.state_dict()
         state_dict = getattr(self.coupling, "state_dict", None)
-        return (state_dict() or None) if callable(state_dict) else None
+        state = (state_dict() or None) if callable(state_dict) else None
+        return state if stream is None else {**(state or {}), STATE_KEY: stream}
+
+    def load_coupling_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`coupling_state` returned (the worker stream's part, if any, goes
+        to the worker stream)."""
+        state = dict(state)
+        stream = state.pop(STATE_KEY, None)
+        if self.worker_batches is not None:
+            self.worker_batches = WorkerBatches(self, stream)
+        if state:
+            self.coupling.load_state_dict(state)
 
     def checkpoint_data(self) -> CheckpointData:
         """Everything needed to continue exactly from the current step."""
@@ -328,7 +342,7 @@ class Trainer:
         self.set_rng_state(state["rng"])
         couplings = data.coupling or []
         if self.rank < len(couplings) and couplings[self.rank] is not None:
-            self.coupling.load_state_dict(couplings[self.rank])
+            self.load_coupling_state(couplings[self.rank])
         saved = state["history"]
         self.history.losses, self.history.lrs = list(saved["losses"]), list(saved["lrs"])
         self.history.steps = self.history.start_step = state["step"]
@@ -354,12 +368,13 @@ class Trainer:
         self.flow.train()
         start, base_wall = time.perf_counter(), history.wall_time
         bar = tqdm(total=steps, initial=self.step, disable=not progress, unit="step")
+        next_batch = self.draw_batch if self.worker_batches is None else self.worker_batches
         try:
             while self.step < steps:
                 step = self.step + 1
                 log = step % log_every == 0 or step == steps
                 save = every is not None and step % every == 0
-                self.train_step(self.draw_batch(), read=log or save or callback is not None)
+                self.train_step(next_batch(), read=log or save or callback is not None)
                 history.wall_time = base_wall + time.perf_counter() - start
                 bar.update(1)
                 if log:
@@ -372,6 +387,8 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            if self.worker_batches is not None:
+                self.worker_batches.close()
             self.flow.train(was_training)
         if getattr(self.coupling, "deterministic", False):
             self.flow.deterministic_coupling = True
