@@ -13,6 +13,9 @@ Example:
 Each registry declares its ``base``, the type its factories build (as ``"module:Name"`` so that
 this module imports none of them): ``build`` checks what a factory returns against it.
 
+A registry built with ``importable=True`` (models) also builds ``"package.module:Name"``: any
+importable factory, without registering it (``model: {name: "my_package.nets:UNet", width: 64}``).
+
 Third-party packages register components through the ``flowkit.plugins`` entry-point group: each
 entry point names a module (or a callable taking no argument); it is imported (or called) once,
 the first time any registry is queried, and registers its components with the decorators below.
@@ -116,6 +119,43 @@ def resolve_type(ref: TypeRef) -> type:
     return found
 
 
+def import_entry(ref: str, kind: str) -> Entry:
+    """An unregistered factory named ``"package.module:Name"`` (``Name`` may be dotted).
+
+    Raises:
+        RegistryError: the module cannot be imported, or has no such (callable) attribute.
+    """
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise RegistryError(f"{kind} {ref!r}: write an importable factory as 'package.module:Name'")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise RegistryError(
+            f"{kind} {ref!r}: cannot import module {module_name!r} ({err}); is the package "
+            "installed, or its directory on PYTHONPATH?"
+        ) from err
+    except Exception as err:  # the user's module fails while importing: say which and why
+        raise RegistryError(
+            f"{kind} {ref!r}: importing module {module_name!r} failed: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    where = module_name
+    for part in attr.split("."):
+        if not hasattr(found, part):
+            public = [n for n in dir(found) if not n.startswith("_")]
+            raise RegistryError(
+                f"{kind} {ref!r}: {where!r} has no attribute {part!r}." + did_you_mean(part, public)
+            )
+        found, where = getattr(found, part), f"{where}.{part}"
+    if not callable(found):
+        raise RegistryError(
+            f"{kind} {ref!r} is a {type(found).__name__}, not a class or factory function"
+        )
+    doc = (inspect.getdoc(found) or "").strip().splitlines()
+    return Entry(ref, found, doc[0] if doc else "")
+
+
 def split_spec(spec: str | Mapping[str, Any], kind: str = "component") -> tuple[str, dict]:
     """Split a component spec into ``(name, options)``.
 
@@ -151,12 +191,19 @@ class Registry(Generic[T]):
             results against it. None: anything goes.
         accepts: the type an already built object given to ``build`` must have (e.g. a protocol
             such as "has ``sample``"); defaults to ``base``.
+        importable: names ``"package.module:Name"`` build that importable factory
+            (:func:`import_entry`).
     """
 
     def __init__(
-        self, kind: str, base: TypeRef | None = None, accepts: TypeRef | None = None
+        self,
+        kind: str,
+        base: TypeRef | None = None,
+        accepts: TypeRef | None = None,
+        importable: bool = False,
     ) -> None:
         self.kind = kind
+        self.importable = importable
         self._base = base
         self._accepts = accepts if accepts is not None else base
         self._entries: dict[str, Entry] = {}
@@ -216,11 +263,14 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Entry:
         """The entry for ``name``; an unknown name raises with the valid names and a suggestion."""
         load_plugins()
+        if self.importable and isinstance(name, str) and ":" in name:
+            return import_entry(name, self.kind)
         if name not in self._entries:
             valid = self.names()
+            importable = " (or an importable 'package.module:Name')" if self.importable else ""
             raise RegistryError(
-                f"unknown {self.kind} {name!r}; valid {self.kind} names: {', '.join(valid)}."
-                + did_you_mean(name, valid)
+                f"unknown {self.kind} {name!r}; valid {self.kind} names: {', '.join(valid)}"
+                f"{importable}." + did_you_mean(name, valid)
             )
         return self._entries[name]
 
@@ -277,9 +327,10 @@ SAMPLEABLE = "flowkit.couplings.base:Sampleable"
 PATHS: Registry = Registry("path", "flowkit.paths.affine:AffinePath")
 SCHEDULES: Registry = Registry("schedule", "flowkit.paths.schedules.base:Schedule")
 SOLVERS: Registry = Registry("solver", "flowkit.solvers.base:Solver")
+SPACINGS: Registry = Registry("spacing", "flowkit.solvers.spacing:Spacing")
 COUPLINGS: Registry = Registry("coupling", "flowkit.couplings.base:Coupling")
 DISTRIBUTIONS: Registry = Registry("distribution", "flowkit.data.base:Distribution", SAMPLEABLE)
-MODELS: Registry = Registry("model", "torch.nn:Module")
+MODELS: Registry = Registry("model", "torch.nn:Module", importable=True)
 TIME_SAMPLERS: Registry = Registry(
     "time sampler", "flowkit.training.time_samplers:TimeSampler", SAMPLEABLE
 )
@@ -289,6 +340,7 @@ REGISTRIES: dict[str, Registry] = {
     "paths": PATHS,
     "schedules": SCHEDULES,
     "solvers": SOLVERS,
+    "spacings": SPACINGS,
     "couplings": COUPLINGS,
     "distributions": DISTRIBUTIONS,
     "models": MODELS,

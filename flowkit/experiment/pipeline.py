@@ -15,9 +15,11 @@ import torch
 from torch import Tensor
 
 from flowkit.checks import did_you_mean, shown
+from flowkit.conditions import LABEL_KEY, VECTOR_KEY
 from flowkit.experiment.components import build_coupling, build_data, pick_device
 from flowkit.experiment.rundir import directory_key
 from flowkit.experiment.specs import Problems, join_key, registry, report
+from flowkit.models.signature import ModelSignatureError, check_call_signature
 
 
 @dataclass
@@ -58,15 +60,25 @@ def dry_forward(spec: Any, parts: Parts, device: str) -> Tensor:
 
 
 def check_model_fits(spec: Any, parts: Parts, key: str, problems: Problems) -> None:
-    """Model ``spec`` must map a data batch to its own shape, and training it with Adam (weights,
-    gradients and two moments in float32) must fit in the device's memory.
+    """Model ``spec`` must be callable as ``model(x, t, **cond)`` with the data's conditions,
+    read the conditions the data give (:func:`check_model_conditions`), map a data batch to its
+    own shape, and training it with Adam (weights, gradients and two moments in float32) must fit
+    in the device's memory.
 
     The model is built and run on the meta device (shapes only, no memory); a model whose
     forward pass cannot run on meta tensors (it reads values, say) is run for real on the CPU
     when it is small (under :data:`CPU_CHECK_BYTES` of weights), and not shape-checked otherwise.
     """
     with torch.device("meta"):
-        params = sum(p.numel() for p in registry("models").build(spec).parameters())
+        model = registry("models").build(spec)
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        check_call_signature(model, parts.cond, model_name(spec))
+    except ModelSignatureError as err:
+        problems.append((key, str(err)))
+        return
+    if not check_model_conditions(model, model_name(spec), parts, key, problems):
+        return
     if 16 * params > parts.memory:
         problems.append(
             (
@@ -95,6 +107,61 @@ def check_model_fits(spec: Any, parts: Parts, key: str, problems: Problems) -> N
                 "model must return the shape of its input (check dim / channels)",
             )
         )
+
+
+def model_name(spec: Any) -> str:
+    """The name of model ``spec`` (for messages)."""
+    return spec if isinstance(spec, str) else str(spec.get("name", "model"))
+
+
+def check_model_conditions(
+    model: Any, name: str, parts: Parts, key: str, problems: Problems
+) -> bool:
+    """A model that declares its conditions (``num_classes``, ``cond_dim``, as the built-in
+    ones do) must read exactly the conditions the data give; False (with a problem) if not."""
+    before = len(problems)
+    for cond_key, option, size in (
+        (LABEL_KEY, "num_classes", data_classes(parts)),
+        (VECTOR_KEY, "cond_dim", data_cond_dim(parts)),
+    ):
+        if not hasattr(model, option):
+            continue
+        declared = getattr(model, option)
+        if cond_key in parts.cond and declared is None:
+            problems.append(
+                (
+                    key,
+                    f"model {name!r} is unconditional, but the data (data.target) give the "
+                    f"condition {cond_key!r}: set {join_key(key, option)}: {size or '...'} "
+                    "(or use an unconditional target)",
+                )
+            )
+        elif cond_key not in parts.cond and declared is not None:
+            problems.append(
+                (
+                    join_key(key, option),
+                    f"is {declared} (a conditional model), but the data give no condition "
+                    f"{cond_key!r}: use a conditional target (e.g. data.target: "
+                    f"{{name: digits, conditional: true}}) or remove {option}",
+                )
+            )
+        elif size is not None and declared is not None and size > declared:
+            problems.append(
+                (join_key(key, option), f"is {declared}, but the data (data.target) have {size}")
+            )
+    return len(problems) == before
+
+
+def data_classes(parts: Parts) -> int | None:
+    """The number of classes of the data's labels (the target's ``num_classes``), if known."""
+    size = getattr(parts.target, "num_classes", None)
+    return size if isinstance(size, int) else None
+
+
+def data_cond_dim(parts: Parts) -> int | None:
+    """The size of the data's condition vectors ``c``, if they have any."""
+    c = parts.cond.get(VECTOR_KEY)
+    return int(c.shape[-1]) if isinstance(c, Tensor) and c.ndim == 2 else None
 
 
 def check_reference(name: str, known: list[str], key: str, problems: Problems) -> None:

@@ -5,27 +5,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from flowkit.checks import Integer, OptionError, at_most
+from flowkit.models.blocks import ResBlock
+from flowkit.models.conditioning import ConditionEmbedding
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
-
-
-class ResBlock(nn.Module):
-    """``x + conv(act(norm(conv(act(norm(x))) + shift(t)) · (1 + scale(t))))`` (FiLM by time)."""
-
-    def __init__(self, width: int, time_width: int, groups: int) -> None:
-        super().__init__()
-        self.norm1 = nn.GroupNorm(groups, width)
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
-        self.film = nn.Linear(time_width, 2 * width)
-        self.norm2 = nn.GroupNorm(groups, width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
-        self.act = nn.SiLU()
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(self.act(self.norm1(x)))
-        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        return x + self.conv2(self.act(h))
 
 
 @MODELS.register("conv")
@@ -37,12 +20,18 @@ class ConvNet(nn.Module):
     (the untrained model predicts 0). Padding keeps the spatial size, so any ``H × W`` works;
     with the default ``depth=3`` the receptive field (17 pixels) covers an 8×8 digit.
 
+    With ``num_classes`` (labels ``y``, null label ``num_classes``) or ``cond_dim`` (vectors
+    ``c``) the model is conditional: the conditions' embedding is added to the time embedding
+    (see :mod:`flowkit.models.conditioning`).
+
     Args:
         channels: image channels ``C``.
         hidden: feature channels of the residual blocks (a multiple of ``groups``).
         depth: number of residual blocks.
         time_frequencies: Fourier features of ``t``.
         groups: GroupNorm groups.
+        num_classes: number of classes of the labels ``y`` (None: no labels).
+        cond_dim: size of the condition vectors ``c`` (None: none).
 
     Example:
         >>> import torch, flowkit as fk
@@ -58,6 +47,8 @@ class ConvNet(nn.Module):
         depth: int = 3,
         time_frequencies: int = 8,
         groups: int = 8,
+        num_classes: int | None = None,
+        cond_dim: int | None = None,
     ) -> None:
         super().__init__()
         for arg, val in (("channels", channels), ("hidden", hidden), ("groups", groups)):
@@ -73,6 +64,7 @@ class ConvNet(nn.Module):
             nn.SiLU(),
             nn.Linear(time_width, time_width),
         )
+        self.cond_embed = ConditionEmbedding(time_width, num_classes, cond_dim, "conv")
         self.inp = nn.Conv2d(channels, hidden, 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(hidden, time_width, groups) for _ in range(depth))
         self.out = nn.Sequential(
@@ -81,12 +73,23 @@ class ConvNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: Tensor, t: Tensor, **cond: object) -> Tensor:
+    @property
+    def num_classes(self) -> int | None:
+        return self.cond_embed.num_classes
+
+    @property
+    def cond_dim(self) -> int | None:
+        return self.cond_embed.cond_dim
+
+    def forward(self, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(
                 f"conv expects x of shape (B, {self.channels}, H, W), got {tuple(x.shape)}"
             )
         emb = self.embed(self.time(t.reshape(x.shape[0]).to(x.dtype)))
+        extra = self.cond_embed(cond, x.shape[0], emb.dtype)
+        if extra is not None:
+            emb = emb + extra
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
