@@ -94,7 +94,7 @@ class TrainConfig:
         None,
     )
     loss: Loss = option(
-        "Regression loss: `mse`, `l1`, `pseudo_huber` (`sqrt(||d||² + c²) − c`, c = "
+        "Regression loss: `mse`, `l1`, `pseudo_huber` (`sqrt(‖d‖² + c²) − c`, c = "
         "0.00054·sqrt(dim) by default) or `{name: pseudo_huber, c: ...}`.",
         Custom(lambda value, name: build_loss(value), "`mse`, `l1`, `pseudo_huber` or a spec"),
         "mse",

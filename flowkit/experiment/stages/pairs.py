@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.checks import Nullable, OneOf, Text, at_most
+from flowkit.checks import Custom, Nullable, Text, at_most
 from flowkit.experiment.schema import ONE_SOLVER
 from flowkit.experiment.specs import SolverSpec, join_key
 from flowkit.experiment.stages.base import FlowStage
@@ -15,6 +15,8 @@ from flowkit.options import option
 
 #: Pairs per shard of a stage's pair store (one solve per shard).
 PAIR_CHUNK = 10_000
+#: ``init`` values that name no stage.
+INIT_WORDS = ("teacher", "fresh")
 
 
 @dataclass
@@ -31,13 +33,18 @@ class PairStage(FlowStage):
     )
     num_pairs: int = option("Pairs generated.", at_most(10**9), 20000)
     init: str = option(
-        "Start the new flow from the teacher's weights or from scratch.",
-        OneOf(("teacher", "fresh")),
+        "Initial weights of the new flow: `teacher` (a copy of the teacher), `fresh` (new "
+        "weights) or the name of an earlier flow stage of the same model (e.g. a student "
+        "distilled from the 1-RF that starts from the 2-RF).",
+        Custom(Text(), "`teacher`, `fresh` or a flow stage's name"),
         "teacher",
     )
 
     def references(self, key: str) -> list[tuple[str, str]]:
-        return [(join_key(key, "teacher"), self.teacher)] if self.teacher else []
+        refs = [(join_key(key, "teacher"), self.teacher)] if self.teacher else []
+        if self.init not in INIT_WORDS:
+            refs.append((join_key(key, "init"), self.init))
+        return refs
 
     def teacher_name(self, ctx: Any) -> str:
         """``teacher``, else the latest flow."""
@@ -48,10 +55,17 @@ class PairStage(FlowStage):
         return ctx.specs[self.teacher_name(ctx)]
 
     def start_flow(self, ctx: Any) -> Flow:
-        """A copy of the teacher (``init: teacher``) or a fresh flow of the same spec."""
-        if self.init == "teacher":
-            return copy.deepcopy(ctx.flows[self.teacher_name(ctx)])
-        return ctx.new_flow(self.flow_spec(ctx), self.seed(ctx))
+        """A copy of the teacher (``init: teacher``) or of the named stage's flow, or a fresh
+        flow of the teacher's spec (``init: fresh``)."""
+        if self.init == "fresh":
+            return ctx.new_flow(self.flow_spec(ctx), self.seed(ctx))
+        start = self.teacher_name(ctx) if self.init == "teacher" else self.init
+        if start != self.teacher_name(ctx) and ctx.specs[start] != self.flow_spec(ctx):
+            raise ValueError(
+                f"init: {start!r} has another model, path or prediction than the teacher "
+                f"{self.teacher_name(ctx)!r}; a student has its teacher's spec"
+            )
+        return copy.deepcopy(ctx.flows[start])
 
     def pair_arguments(self, ctx: Any) -> dict[str, Any]:
         """Keyword arguments of ``fk.reflow`` and ``fk.distill``: the pair store, its shards,
