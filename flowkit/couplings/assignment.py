@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import ot
@@ -81,3 +82,32 @@ def sinkhorn_assignment(
     gumbel = -torch.log(-torch.log(u))
     score = torch.log(plan.clamp_min(1e-300)) + gumbel
     return exact_assignment(-score)
+
+
+def per_class_assignment(labels: Tensor, solve: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """A permutation ``σ`` that pairs every target only with a source given to its class.
+
+    The sources are split among the classes by position, independently of their values: the
+    first ``n_0`` source rows go to the ``n_0`` targets of the smallest label, the next ``n_1``
+    to the next label, and so on. With i.i.d. sources each class thus receives an i.i.d. sample
+    of the source distribution (its conditional source law stays the source, as sampling from
+    the class-conditional flow assumes), and no pair crosses classes. Within class ``c``,
+    ``solve(src, tgt)`` (the source and target row indices) returns the local permutation
+    (``src[perm[j]]`` is paired with ``tgt[j]``), e.g. exact OT on those rows.
+
+    Args:
+        labels: the targets' class labels ``(B,)`` (any device; grouped on the CPU).
+        solve: the assignment of one class's rows.
+
+    Returns:
+        ``σ`` of shape ``(B,)`` on the CPU: target ``j`` is paired with source ``σ(j)``.
+    """
+    labels = labels.detach().cpu()
+    perm = torch.empty(labels.shape[0], dtype=torch.long)
+    start = 0
+    for label in labels.unique():
+        tgt = (labels == label).nonzero().squeeze(1)
+        src = torch.arange(start, start + tgt.numel())
+        start += tgt.numel()
+        perm[tgt] = src[solve(src, tgt).cpu()]
+    return perm

@@ -7,7 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowkit.couplings.assignment import exact_assignment, sinkhorn_assignment, squared_distances
+from flowkit.conditions import LABEL_KEY
+from flowkit.couplings.assignment import (
+    exact_assignment,
+    per_class_assignment,
+    sinkhorn_assignment,
+    squared_distances,
+)
 from flowkit.couplings.base import CouplingBatch
 from flowkit.couplings.chunking import chunked_assignment
 from flowkit.couplings.independent import IndependentCoupling
@@ -41,6 +47,12 @@ class MinibatchOTCoupling(IndependentCoupling):
         reg: entropic regularisation relative to the mean batch cost (``"sinkhorn"`` only).
         num_iter: maximum Sinkhorn iterations.
         chunk_size: solve within cells of at most this many pairs (None: the whole batch).
+        by_class: when the target gives class labels (``cond["y"]``), pair each target only
+            with sources of its class (:func:`~flowkit.couplings.assignment.per_class_assignment`:
+            the sources are split among the classes independently of their values, then OT runs
+            within each class). Without it, OT across classes mixes them: a source near one
+            class's data is paired with that class whatever its label. Continuous conditions
+            (``cond["c"]``) are not grouped.
 
     Example:
         >>> import flowkit as fk
@@ -56,6 +68,7 @@ class MinibatchOTCoupling(IndependentCoupling):
         reg: float = 0.05,
         num_iter: int = 1000,
         chunk_size: int | None = None,
+        by_class: bool = True,
     ) -> None:
         super().__init__(source, target)
         if method not in METHODS:
@@ -71,6 +84,9 @@ class MinibatchOTCoupling(IndependentCoupling):
         self.reg = float(reg)
         self.num_iter = num_iter
         self.chunk_size = check_chunk_size(chunk_size)
+        if not isinstance(by_class, bool):
+            raise TypeError(f"by_class must be true or false, got {by_class!r}")
+        self.by_class = by_class
 
     def __repr__(self) -> str:
         return (
@@ -80,8 +96,23 @@ class MinibatchOTCoupling(IndependentCoupling):
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> CouplingBatch:
         x0, x1, cond = self.draw_pair(batch_size, generator)
-        perm = self.assignment(x0, x1, generator)
+        labels = cond.get(LABEL_KEY) if self.by_class else None
+        if labels is None:
+            perm = self.assignment(x0, x1, generator)
+        else:
+            perm = self.class_assignment(x0, x1, labels, generator)
         return CouplingBatch(x0=x0[perm.to(x0.device)], x1=x1, cond=cond)
+
+    def class_assignment(
+        self, x0: Tensor, x1: Tensor, labels: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        """The assignment within each class of a labelled target
+        (:func:`~flowkit.couplings.assignment.per_class_assignment`)."""
+
+        def solve(src: Tensor, tgt: Tensor) -> Tensor:
+            return self.assignment(x0[src.to(x0.device)], x1[tgt.to(x1.device)], generator)
+
+        return per_class_assignment(labels, solve)
 
     def assignment(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Tensor:
         """The permutation ``σ`` pairing target ``j`` with source ``σ(j)``: the configured
