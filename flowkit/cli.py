@@ -54,6 +54,7 @@ SAMPLE_EXAMPLES = """examples:
   flowkit sample runs/moons_reflow-20250101-120000 --solver euler --steps 1 --n 2000 --out x.png
   flowkit sample RUN --stage 1-rf --solver dopri5 --n 5000 --out samples.safetensors
   flowkit sample RUN --steps 8 --out samples.npy --force   # overwrite samples.npy
+  flowkit sample RUN --class 3 --guidance 2.5 --n 64 --out grid.png   # class 3, guided
 """
 EVAL_EXAMPLES = """examples:
   flowkit eval runs/moons_reflow-20250101-120000
@@ -179,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=positive_int, default=1000, help="number of samples (default: 1000)")
     p.add_argument("--stage", help="flow stage to sample (default: the last flow)")
     p.add_argument("--seed", type=int, default=0, help="seed of the source samples (default: 0)")
+    p.add_argument(
+        "--class", dest="label", type=int, help="sample this class (class-conditional runs)"
+    )
+    p.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale w (conditional runs)"
+    )
+    p.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        metavar=("T_LO", "T_HI"),
+        help="guide only for T_LO <= t <= T_HI (needs --guidance)",
+    )
     p.add_argument("--out", required=True, help="output file: .safetensors, .npy, or .png (a plot)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
@@ -288,7 +302,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_output(out, args.force)
-    x = runner.sample_run(args.run, args.n, args.solver, args.steps, args.stage, args.seed)
+    x = runner.sample_run(
+        args.run,
+        args.n,
+        args.solver,
+        args.steps,
+        args.stage,
+        args.seed,
+        label=args.label,
+        guidance=args.guidance,
+        guidance_interval=args.guidance_interval,
+    )
     check_output(out, args.force)  # again: it may have appeared while sampling
     write_samples(x, out)
     print(f"wrote {len(x)} samples to {args.out}")

@@ -41,6 +41,11 @@ def solve(flow: Flow, x0: Tensor, cond: dict[str, Tensor], **kwargs: Any) -> Any
     return distributed.sharded_sample(flow, x0, cond=cond or None, **kwargs)
 
 
+def guidance_arguments(scale: float, options: Evaluation) -> dict[str, Any]:
+    """``fk.sample``'s guidance arguments for one scale of the evaluation."""
+    return {"guidance": scale, "guidance_interval": options.guidance_interval}
+
+
 def evaluate_flow(
     ctx: Context,
     name: str,
@@ -49,19 +54,23 @@ def evaluate_flow(
     options: Evaluation,
     stage: str,
 ) -> list[dict[str, Any]]:
-    """Rows (one per solve) for ``flow``; each row is also appended to metrics.jsonl."""
+    """Rows (one per solve: solver × steps × guidance scale) for ``flow``; each row is also
+    appended to metrics.jsonl. With ``guidance`` scales, rows carry their ``guidance``."""
     rows = []
     runs = [run for spec in options.solvers for run in SolverSpec.parse(spec).runs()]
-    bar = tqdm(runs, desc=f"evaluate {name}", unit="solve", disable=not ctx.progress, leave=False)
-    for run in bar:
+    solves = [(run, w) for run in runs for w in options.guidance or [None]]
+    bar = tqdm(solves, desc=f"evaluate {name}", unit="solve", disable=not ctx.progress, leave=False)
+    for run, w in bar:
         start = time.perf_counter()
-        sol = solve(flow, data["x0"], data["cond"], **run.arguments(), check_finite=False)
+        guided = {} if w is None else guidance_arguments(w, options)
+        sol = solve(flow, data["x0"], data["cond"], **run.arguments(), **guided, check_finite=False)
         row: dict[str, Any] = {
             "kind": "eval",
             "stage": stage,
             "flow": name,
             "solver": run.name,
             "steps": run.sample_args.get("steps"),
+            **({} if w is None else {"guidance": w}),
             "nfe": int(sol.nfe),
             "seconds": time.perf_counter() - start,
         }

@@ -19,6 +19,7 @@ import torch
 import flowkit
 from flowkit import distributed
 from flowkit.checks import OptionError
+from flowkit.conditions import LABEL_KEY, num_classes_of
 from flowkit.errors import DamagedRunError
 from flowkit.experiment.config import load_config
 from flowkit.experiment.context import Context, restored_threads
@@ -244,6 +245,14 @@ def partial_evaluation(stage: Any, ctx: Context) -> Any:
     return copy
 
 
+#: The ``flowkit sample`` flag of each ``fk.sample`` argument it sets (others: ``--solver``).
+SAMPLE_FLAGS = {
+    "steps": "--steps",
+    "guidance": "--guidance",
+    "guidance_interval": "--guidance-interval",
+}
+
+
 def sample_run(
     run_dir: str | os.PathLike,
     n: int = 1000,
@@ -251,8 +260,16 @@ def sample_run(
     steps: int | None = None,
     stage: str | None = None,
     seed: int = 0,
+    label: int | None = None,
+    guidance: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """``n`` samples of a run's flow (``stage``, default the last finished flow stage)."""
+    """``n`` samples of a run's flow (``stage``, default the last finished flow stage).
+
+    The conditions are those of the run's data (drawn with the sources), or every sample of
+    class ``label``; ``guidance`` (and ``guidance_interval``) guide a class-conditional flow
+    (:func:`flowkit.sample`).
+    """
     ctx = load_run(run_dir)
     name = stage or next(reversed(ctx.flows))
     if name not in ctx.flows:
@@ -261,12 +278,40 @@ def sample_run(
     g = torch.Generator().manual_seed(seed)
     x0, cond = ctx.base_coupling.sample_source(n, generator=g)
     flow = ctx.flows[name].eval()
+    cond = {k: v.to(ctx.device) for k, v in class_condition(cond, label, flow).items()}
     try:
-        sol = flowkit.sample(flow, x0.to(ctx.device), cond=cond or None, **spec.arguments())
+        sol = flowkit.sample(
+            flow,
+            x0.to(ctx.device),
+            cond=cond or None,
+            guidance=guidance,
+            guidance_interval=guidance_interval,
+            **spec.arguments(),
+        )
     except OptionError as err:
-        key = "--steps" if err.option == "steps" else "--solver"
+        key = SAMPLE_FLAGS.get(err.option.split("[")[0], "--solver")
         raise ConfigError([(key, err.detail)]) from None
+    except ValueError as err:  # a condition without a null label (guidance)
+        raise ConfigError([("--guidance", str(err))]) from None
     return sol.x.cpu()
+
+
+def class_condition(cond: dict[str, Any], label: int | None, flow: Flow) -> dict[str, Any]:
+    """The run's conditions, with every class label set to ``label`` when one is given.
+
+    Raises:
+        ConfigError: at ``--class``, for a run without class labels or a label out of range.
+    """
+    if label is None:
+        return cond
+    if LABEL_KEY not in cond:
+        why = "the run's data has no class labels (a conditional target gives them)"
+        raise ConfigError([("--class", why)])
+    classes = num_classes_of(flow)
+    if label < 0 or (classes is not None and label >= classes):
+        allowed = f"0 .. {classes - 1}" if classes is not None else "a label >= 0"
+        raise ConfigError([("--class", f"must be {allowed}, got {label}")])
+    return {**cond, LABEL_KEY: torch.full_like(cond[LABEL_KEY], label)}
 
 
 def solver_option(solver: str | Mapping[str, Any], steps: int | None) -> SolverSpec:

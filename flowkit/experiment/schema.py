@@ -25,6 +25,7 @@ from flowkit.checks import (
     Nullable,
     OneOf,
     OptionError,
+    Real,
     Text,
     at_most,
     shown,
@@ -42,6 +43,7 @@ from flowkit.experiment.specs import (
 )
 from flowkit.options import check_options, option
 from flowkit.paths.affine import PREDICTIONS
+from flowkit.solvers.guidance import check_interval
 from flowkit.training.config import TrainConfig
 
 Spec = str | dict[str, Any]
@@ -128,6 +130,11 @@ class Data:
     target: Spec = option("Target distribution.", kind="distributions", default="moons")
 
 
+def check_guidance_interval(value: Any, name: str) -> list[float]:
+    """``[t_lo, t_hi]`` with ``0 <= t_lo <= t_hi <= 1`` (as ``fk.sample`` checks it)."""
+    return list(check_interval(value, name))
+
+
 @dataclass
 class Evaluation:
     """Evaluation options (the top-level `evaluation` section; an `evaluate` stage may override
@@ -168,6 +175,19 @@ class Evaluation:
     flows: list[str] | None = option(
         "Names of the stages whose flows are evaluated (null: every flow so far).",
         Nullable(ListOf(Text())),
+        None,
+    )
+    guidance: list[float] | None = option(
+        "Classifier-free guidance scales w (conditional data): every solve is repeated per "
+        "scale, one metrics row each (null: no guidance; 1 is the conditional flow, 0 the "
+        "unconditional one).",
+        Nullable(ListOf(Real(), scalar_ok=True)),
+        None,
+    )
+    guidance_interval: list[float] | None = option(
+        "Apply guidance only for t in [t_lo, t_hi] (the conditional flow elsewhere); null: at "
+        "every t.",
+        Nullable(Custom(check_guidance_interval, "two times [t_lo, t_hi] in [0, 1]")),
         None,
     )
 

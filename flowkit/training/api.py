@@ -68,6 +68,7 @@ def train(
     warmup: int = 0,
     grad_clip: float | None = None,
     ema: float | None = None,
+    cond_dropout: float = 0.0,
     time_sampler: Any = "uniform",
     weighting: Weighting = None,
     loss: LossSpec = "mse",
@@ -113,6 +114,11 @@ def train(
         warmup: linear warmup steps before the schedule.
         grad_clip: max global gradient norm (None: no clipping).
         ema: EMA decay (None: no EMA); the average is in ``History.ema``.
+        cond_dropout: probability of replacing a pair's conditions by the null condition
+            (:mod:`flowkit.conditions`: label ``num_classes``, read from the model, for ``y``;
+            the zero vector for ``c``), drawn per pair with the data generator (resume stays
+            exact), so the model also learns the unconditional field that guidance needs
+            (``fk.sample(..., guidance=w)``). Needs a conditional coupling.
         time_sampler: ``TIME_SAMPLERS`` spec or instance (``uniform``, ``logit_normal``, ``mode``,
             ``cosmap``, ``u_shaped``).
         weighting: loss weighting passed to ``flow.loss`` (None, ``"velocity"`` or ``w(t)``).
@@ -179,6 +185,7 @@ def train(
         warmup=warmup,
         grad_clip=grad_clip,
         ema=ema,
+        cond_dropout=cond_dropout,
         time_sampler=time_sampler,
         weighting=weighting,
         loss=loss,

@@ -17,6 +17,7 @@ from flowkit.checks import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
     POSITIVE_REAL,
+    PROBABILITY,
     Custom,
     Integer,
     Nullable,
@@ -80,6 +81,13 @@ class TrainConfig:
         "Decay of an exponential moving average of the weights, used for evaluation (null: none).",
         Nullable(DECAY),
         None,
+    )
+    cond_dropout: float = option(
+        "Probability of replacing a pair's conditions by the null condition (label "
+        "`num_classes`, zero vector for `c`), so one model learns the conditional and the "
+        "unconditional field for classifier-free guidance.",
+        PROBABILITY,
+        0.0,
     )
     time_sampler: Any = option(
         "Training-time distribution (`flowkit list time_samplers`).",
@@ -155,6 +163,7 @@ class TrainConfig:
             "ema": self.ema,
             "time_sampler": repr(self.time_sampler),
             "weighting": weighting,
+            **({"cond_dropout": self.cond_dropout} if self.cond_dropout else {}),
             "loss": self.loss.spec(),
             **({"worker_batches": True} if self.num_workers else {}),
         }

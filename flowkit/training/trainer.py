@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowkit.training.batches import STATE_KEY, WorkerBatches
+from flowkit.checks import OptionError
+from flowkit.conditions import drop_conditions, null_condition, num_classes_of
 from flowkit.training.checkpoint import (
     CheckpointData,
     checkpoint_name,
@@ -167,9 +169,32 @@ class Trainer:
             t = self.config.time_sampler.sample(batch.x0.shape[0], generator=self.generator)
             in_range = self.sampled_t_in_range
         cond = {k: self.to_device(v) for k, v in batch.cond.items()} if batch.cond else {}
+        if self.config.cond_dropout:
+            cond = self.drop_conditions(cond)
         return TrainBatch(
             self.to_device(batch.x0), self.to_device(batch.x1), self.to_device(t), cond, in_range
         )
+
+    def drop_conditions(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``cond`` with each pair's conditions replaced by the null condition with probability
+        ``cond_dropout`` (one draw per pair from the trainer's generator, after the times).
+
+        Raises:
+            OptionError: the coupling gives no conditions, or one without a null (a key other
+                than ``y``/``c``, or ``y`` for a model without ``num_classes``).
+        """
+        p = self.config.cond_dropout
+        if not cond:
+            raise OptionError(
+                "cond_dropout",
+                f"is {p} but the coupling gives no conditions (use a conditional target, e.g. "
+                "{name: digits, conditional: true}, or cond_dropout: 0)",
+            )
+        try:
+            null = null_condition(cond, num_classes_of(self.flow))
+        except ValueError as err:
+            raise OptionError("cond_dropout", f"cannot be applied: {err}") from None
+        return drop_conditions(cond, p, null, self.generator)
 
     def compute_loss(self, batch: TrainBatch) -> Tensor:
         """The flow-matching loss of one batch (``flow.loss`` with the configured weighting and

@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from flowkit.conditions import NULLABLE_KEYS
 from flowkit.experiment.components import evaluation_distributions
 from flowkit.experiment.evaluation import evaluate_flows
 from flowkit.experiment.schema import Evaluation
 from flowkit.experiment.specs import Problems, join_key, report
 from flowkit.experiment.stages.base import STAGE_TYPES, Stage, fmt
 
-FIXED_COLUMNS = ("kind", "stage", "flow", "solver", "steps", "nfe", "seconds")
+FIXED_COLUMNS = ("kind", "stage", "flow", "solver", "steps", "guidance", "nfe", "seconds")
 
 
 @STAGE_TYPES.register("evaluate")
@@ -50,6 +51,7 @@ class EvaluateStage(Stage):
         self.options = dataclasses.replace(experiment.evaluation, **own)
         if parts is None:
             return
+        check_guidance(self.options, parts, key if "guidance" in own else "evaluation", problems)
         for name in ("source", "target"):
             if getattr(self.options, name) is None:
                 continue
@@ -107,6 +109,20 @@ class EvaluateStage(Stage):
         ]
 
 
+def check_guidance(options: Evaluation, parts: Any, key: str, problems: Problems) -> None:
+    """Guidance scales need conditions with a null (labels ``y`` or vectors ``c``)."""
+    if options.guidance is None and options.guidance_interval is not None:
+        problems.append((join_key(key, "guidance_interval"), "needs evaluation guidance scales"))
+    if options.guidance is None or set(parts.cond) & set(NULLABLE_KEYS):
+        return
+    why = (
+        "guides a conditional flow, but the data give no labels y or vectors c: use a "
+        "conditional target (e.g. data.target: {name: digits, conditional: true}) or "
+        "guidance: null"
+    )
+    problems.append((join_key(key, "guidance"), why))
+
+
 def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
     """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -115,11 +131,20 @@ def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
 
 
 def eval_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The metrics table: one row per (flow, solver, steps)."""
+    """The metrics table: one row per (flow, solver, steps) and, with guidance, per scale."""
     metrics = list(dict.fromkeys(k for r in rows for k in r if k not in FIXED_COLUMNS))
-    header = ("flow", "solver", "steps", "NFE", *metrics, "seconds")
+    guided = ("guidance",) if any("guidance" in r for r in rows) else ()
+    header = ("flow", "solver", "steps", *guided, "NFE", *metrics, "seconds")
     body = [
-        (r["flow"], r["solver"], r["steps"], r["nfe"], *(r.get(m) for m in metrics), r["seconds"])
+        (
+            r["flow"],
+            r["solver"],
+            r["steps"],
+            *(r.get(k) for k in guided),
+            r["nfe"],
+            *(r.get(m) for m in metrics),
+            r["seconds"],
+        )
         for r in rows
     ]
     return table(header, body)
