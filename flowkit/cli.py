@@ -80,6 +80,28 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
         help="override one value (repeatable); KEY is a dotted path such as training.lr or "
         "stages[1].solver.steps, VALUE is parsed as YAML (3e-4, [1, 2], null, {name: euler})",
     )
+    parser.add_argument(
+        "--device",
+        dest="overrides",
+        action=DeviceOverride,
+        metavar="DEVICE",
+        help="where the flows train and sample: auto (CUDA when available), cpu, cuda, cuda:N "
+        "or mps; the same as --set device=DEVICE",
+    )
+
+
+class DeviceOverride(argparse.Action):
+    """``--device D``: appends the override ``device=D`` (after any ``--set``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option: str | None = None,
+    ) -> None:
+        overrides = list(getattr(namespace, self.dest, None) or [])
+        setattr(namespace, self.dest, [*overrides, f"device={values}"])
 
 
 def positive_int(text: str) -> int:

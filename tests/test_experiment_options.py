@@ -48,6 +48,9 @@ TRAIN_VALUES: dict[str, Any] = {
     "loss": {"name": "pseudo_huber", "c": 0.01},
     "checkpoint_every": 3,
     "log_every": 2,
+    "precision": "bf16",
+    "accumulate": 2,
+    "compile": True,
 }
 # A valid solver spec for every sampling argument of fk.sample.
 SAMPLE_VALUES: dict[str, dict[str, Any]] = {
@@ -83,7 +86,7 @@ def test_yaml_training_accepts_what_fk_train_accepts(key: str) -> None:
     for where, stage in (("training", 0), ("stages[1].training", 1)):
         experiment = validate(load_config(None, {f"{where}.{key}": value}))
         config = experiment.stages[stage].train_config
-        expected = getattr(TrainConfig(**{"steps": 1, "batch_size": 1, key: value}), key)
+        expected = getattr(TrainConfig(**{"steps": 1, "batch_size": 4, key: value}), key)
         assert repr(getattr(config, key)) == repr(expected)
 
 

@@ -75,6 +75,9 @@ def train(
     checkpoint_every: int | None = None,
     log_every: int = 10,
     num_workers: int = 0,
+    precision: str = "fp32",
+    accumulate: int = 1,
+    compile: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool | str | os.PathLike = False,
     generator: torch.Generator | None = None,
@@ -133,6 +136,14 @@ def train(
             the same batches and a resumed run continues them exactly; ``0`` (default) draws
             them in this process from the sequential data generator (other batches than the
             workers'). See ``docs/data.md``.
+        precision: ``"fp32"`` (default, no autocast), ``"bf16"`` or ``"fp16"``: the forward
+            pass and loss run under ``torch.autocast`` in that dtype (on CPU too); fp16 adds a
+            gradient scaler, checkpointed with the optimizer. Weights stay in their dtype.
+        accumulate: split each step's ``batch_size`` pairs into this many micro-batches and
+            accumulate their gradients: the same optimizer step with less activation memory
+            (the coupling, e.g. minibatch OT, still pairs the whole batch).
+        compile: ``torch.compile`` the flow's network in place (``nn.Module.compile``) first;
+            it stays compiled afterwards.
         checkpoint_dir: where checkpoints go; the final step is always checkpointed there.
         resume: True continues from ``checkpoint_dir/latest`` if it exists; a path continues
             from that checkpoint.
@@ -192,6 +203,9 @@ def train(
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         num_workers=num_workers,
+        precision=precision,
+        accumulate=accumulate,
+        compile=compile,
         checkpoint_dir=checkpoint_dir,
         final_weights=final_weights,
     )

@@ -19,6 +19,7 @@ from flowkit.checks import (
     POSITIVE_REAL,
     PROBABILITY,
     Custom,
+    Flag,
     Integer,
     Nullable,
     OneOf,
@@ -32,6 +33,7 @@ from flowkit.registry import TIME_SAMPLERS
 from flowkit.training.ema import DECAY
 from flowkit.training.lr_schedules import SCHEDULE_NAMES
 from flowkit.training.optimizers import OptimizerSpec, check_optimizer
+from flowkit.training.precision import PRECISIONS
 
 Weighting = str | Callable[[Tensor], Tensor] | None
 FINAL_WEIGHTS = ("raw", "ema")
@@ -123,6 +125,21 @@ class TrainConfig:
         Integer(minimum=0, maximum=256),
         0,
     )
+    precision: str = option(
+        "Autocast precision of the forward pass and loss: `fp32` (no autocast), `bf16`, or "
+        "`fp16` (with a gradient scaler); weights and optimizer state stay float32.",
+        OneOf(PRECISIONS),
+        "fp32",
+    )
+    accumulate: int = option(
+        "Split each step's batch into this many micro-batches whose gradients are accumulated "
+        "(less memory, the same step: `batch_size` stays the pairs per optimizer step).",
+        POSITIVE_INT,
+        1,
+    )
+    compile: bool = option(
+        "torch.compile the model in place (`nn.Module.compile`) before training.", Flag(), False
+    )
     checkpoint_dir: str | os.PathLike | None = option(
         "Where checkpoints go.", None, None, yaml=False
     )
@@ -134,6 +151,12 @@ class TrainConfig:
         check_options(self)
         if self.final_weights == "ema" and self.ema is None:
             raise OptionError("final_weights", "is 'ema', which needs ema=<decay>")
+        if self.accumulate > self.batch_size:
+            raise OptionError(
+                "accumulate",
+                f"is {self.accumulate}, more micro-batches than the {self.batch_size} pairs of "
+                "batch_size",
+            )
 
     def check_checkpointing(self) -> None:
         """``checkpoint_every`` needs ``checkpoint_dir`` (checked when training starts)."""
@@ -166,4 +189,6 @@ class TrainConfig:
             **({"cond_dropout": self.cond_dropout} if self.cond_dropout else {}),
             "loss": self.loss.spec(),
             **({"worker_batches": True} if self.num_workers else {}),
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
+            **({"accumulate": self.accumulate} if self.accumulate != 1 else {}),
         }

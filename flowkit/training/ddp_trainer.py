@@ -11,6 +11,7 @@ every rank, so a resumed run with the same number of ranks continues exactly.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,16 @@ class DistributedTrainer(Trainer):
         )
         self.loss_reduction.loss = loss.detach()
         return loss
+
+    def micro_step(self, last: bool) -> AbstractContextManager[Any]:
+        """Micro-batches before the step's last accumulate their gradients locally
+        (``DistributedDataParallel.no_sync``); the last one's backward all-reduces the sum."""
+        return nullcontext() if last else self.ddp.no_sync()
+
+    def before_last_backward(self, loss: Tensor) -> None:
+        """The step's whole loss rides on the last backward's all-reduce (not only the last
+        micro-batch's)."""
+        self.loss_reduction.loss = loss
 
     def loss_value(self, loss: Tensor) -> Tensor:
         """The mean of the ranks' losses (on the device): every rank records (and checks) the

@@ -18,6 +18,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowkit.training.batches import STATE_KEY, WorkerBatches
 from flowkit.checks import OptionError
 from flowkit.conditions import drop_conditions, null_condition, num_classes_of
+from flowkit.training.batches import STATE_KEY, WorkerBatches
 from flowkit.training.checkpoint import (
     CheckpointData,
     checkpoint_name,
@@ -43,6 +44,7 @@ from flowkit.training.ema import EMA
 from flowkit.training.history import History
 from flowkit.training.lr_schedules import build_scheduler
 from flowkit.training.optimizers import build_optimizer
+from flowkit.training.precision import MixedStep, compile_in_place
 
 STATE_FORMAT = "flowkit.training/1"
 #: ``callback(step, loss)`` after every step; the loss is read from the device (a float).
@@ -145,6 +147,11 @@ class Trainer:
         self.last_saved: Path | None = None
         self.unread: list[Tensor] = []
         self.sampled_t_in_range = getattr(config.time_sampler, "in_unit_interval", False) is True
+        # the step is chosen here: the default fp32 step never enters MixedStep
+        plain = config.precision == "fp32" and config.accumulate == 1
+        self.mixed = None if plain else MixedStep(self.device, config.precision, config.accumulate)
+        if config.compile:
+            compile_in_place(flow)
         self.worker_batches = WorkerBatches(self) if config.num_workers else None
 
     @property
@@ -230,20 +237,36 @@ class Trainer:
         """
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.compute_loss(batch)
-        loss.backward()
+        if self.mixed is None:
+            loss = self.compute_loss(batch)
+            loss.backward()
+        else:
+            loss = self.mixed.backward(self, batch)
         value = self.loss_value(loss)  # after backward: ranks meet there anyway
         self.unread.append(value)
         if read:
             self.read_losses()
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        if self.mixed is not None:
+            self.mixed.step(self)
+        else:
+            if self.config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.config.grad_clip)
+            self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.flow)
         self.history.record(lr)
         return value
+
+    def micro_step(self, last: bool) -> AbstractContextManager[Any]:
+        """Context of one micro-batch's forward and backward with ``accumulate > 1`` (``last``:
+        the step's last one); nothing here (a distributed trainer skips the gradient
+        all-reduce before the last)."""
+        return nullcontext()
+
+    def before_last_backward(self, loss: Tensor) -> None:
+        """Called with the step's whole (detached) loss before the last micro-batch's backward
+        (a distributed trainer averages it over the ranks there); nothing here."""
 
     def read_losses(self) -> list[float]:
         """Copy the :attr:`unread` losses to the host (one synchronisation), check them and
@@ -323,6 +346,7 @@ class Trainer:
             optimizer={
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                **({"scaler": self.mixed.state_dict()} if self.mixed is not None else {}),
             },
             ema=None if self.ema is None else self.ema.state_dict(),
             coupling=None if all(s is None for s in couplings) else couplings,
@@ -360,6 +384,8 @@ class Trainer:
         self.flow.load_state_dict(data.flow)
         self.optimizer.load_state_dict(data.optimizer["optimizer"])
         self.scheduler.load_state_dict(data.optimizer["scheduler"])
+        if self.mixed is not None:
+            self.mixed.load_state_dict(data.optimizer.get("scaler"))
         if self.ema is not None:
             if data.ema is None:
                 raise ValueError(f"checkpoint {path} has no EMA weights but ema is set")
