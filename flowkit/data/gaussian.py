@@ -6,6 +6,7 @@ what the exact-marginal oracle (:mod:`flowkit.data.oracle`) accepts as source an
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -145,9 +146,29 @@ class GaussianMixture(Distribution):
             return empty, torch.empty(0, dtype=torch.long, device=device)
         comp = torch.multinomial(self.weights.to(device), n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, dtype=DTYPE, device=device, generator=generator)
-        chol, means = self.chol.to(device)[comp], self.means.to(device)[comp]
-        x = means + einsum(chol, z, "n i j, n j -> n i")
+        x = self.means.to(device)[comp] + self.correlate(z, comp)
         return x.to(torch.get_default_dtype()), comp
+
+    @cached_property
+    def diagonal_factors(self) -> Tensor | None:
+        """The diagonals ``(K, d)`` of the Cholesky factors when they are all diagonal, else
+        None."""
+        diagonal = torch.diagonal(self.chol, dim1=-2, dim2=-1)
+        return diagonal if torch.equal(self.chol, torch.diag_embed(diagonal)) else None
+
+    def correlate(self, z: Tensor, comp: Tensor) -> Tensor:
+        """``L_k z`` for every row, ``k`` its component: one product per component (a
+        diagonal ``L`` scales), never a gather of ``(n, d, d)`` factors (2.4 GB for 32 images
+        of 3×32×32)."""
+        diagonal = self.diagonal_factors
+        if diagonal is not None:
+            return z * diagonal.to(z.device)[comp]
+        chol = self.chol.to(z.device)
+        out = torch.empty_like(z)
+        for k in comp.unique().tolist():
+            rows = comp == k
+            out[rows] = z[rows] @ chol[k].T
+        return out
 
     def component_log_prob(self, x: Tensor) -> Tensor:
         """``log w_k + log N(x; μ_k, Σ_k)`` for every component, shape ``(B, K)`` (float64)."""
