@@ -61,6 +61,8 @@ SAMPLE_VALUES: dict[str, dict[str, Any]] = {
     "t_end": {"name": "dopri5", "t_end": 1.0},
     "shift": {"name": "euler", "steps": 2, "shift": 3.0},
     "mu": {"name": "euler", "steps": 2, "mu": 1.15},
+    "spacing": {"name": "unipc", "steps": 4, "spacing": {"name": "karras", "rho": 7.0}},
+    "terminal": {"name": "dpm_solver_pp", "steps": 4, "terminal": 0.9},
 }
 
 

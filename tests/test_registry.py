@@ -122,6 +122,7 @@ def test_named_registries_exist():
         "paths",
         "schedules",
         "solvers",
+        "spacings",
         "couplings",
         "distributions",
         "models",
@@ -138,6 +139,7 @@ def test_every_named_registry_declares_its_base():
     from flowkit.paths.affine import AffinePath
     from flowkit.paths.schedules.base import Schedule
     from flowkit.solvers.base import Solver
+    from flowkit.solvers.spacing import Spacing
     from flowkit.training.time_samplers import TimeSampler
 
     bases = {key: reg.base for key, reg in REGISTRIES.items()}
@@ -145,6 +147,7 @@ def test_every_named_registry_declares_its_base():
         "paths": AffinePath,
         "schedules": Schedule,
         "solvers": Solver,
+        "spacings": Spacing,
         "couplings": Coupling,
         "distributions": Distribution,
         "models": torch.nn.Module,

@@ -105,7 +105,9 @@ class DistillationCoupling(Coupling):
         t0 = self.grid[seg].to(start.dtype)
         dt = (self.grid[seg + 1] - self.grid[seg]).to(start.dtype)
         velocity = (end - start) / expand_time(dt, start)
-        x1, x0 = x1_x0_from_velocity(velocity, start, *self.path.coefficients(t0, start))
+        # solved at the clamped time where det = a·b' − a'·b is 0 or inf (polynomial, edm at t = 0)
+        tc = self.path.velocity_time(t0)
+        x1, x0 = x1_x0_from_velocity(velocity, start, *self.path.coefficients(tc, start))
         return CouplingBatch(x0=x0, x1=x1, cond=index_cond(self.pairs.cond, idx), t=t0)
 
 
@@ -145,7 +147,9 @@ def distill(
             also seeds the student's training unless ``train_options`` gives ``generator``.
         steps, batch_size: training steps and batch size.
         progress: progress bars for the solve and the training.
-        solver_options: teacher solver options (e.g. ``{"rtol": 1e-5, "atol": 1e-5}``).
+        solver_options: teacher solver options (e.g. ``{"rtol": 1e-5, "atol": 1e-5}``; with
+            ``"guidance": w`` a class-conditional teacher is guided). The pairs keep their
+            conditions and the student is trained with them.
         return_history: also return the training :class:`~flowkit.training.History`.
         **train_options: passed to :func:`flowkit.train` (``lr``, ``ema``, ``seed``, ...).
 

@@ -22,8 +22,10 @@ class TrajectoryMetrics:
     """Everything measured along one solve.
 
     Attributes:
-        straightness: ``S = ∫_0^1 E||(Z_1 − Z_0) − v(Z_t, t)||² dt`` (0 for straight paths).
-        path_energy: ``E∫_0^1 ||v(Z_t, t)||² dt / E||Z_1 − Z_0||²`` (≥ 1, = 1 iff straight).
+        straightness: ``S = ∫ E||(Z_end − Z_start)/T − v(Z_t, t)||² |dt|`` over the span,
+            ``T = t_end − t_start`` (0 for straight paths; the rectified-flow paper's S on 0 → 1).
+        path_energy: ``|T|·E∫||v(Z_t, t)||² |dt| / E||Z_end − Z_start||²`` (≥ 1, = 1 iff
+            straight).
         transport_cost: ``E||Z_1 − Z_0||²``.
         nfe: field evaluations the solve made (not counting the metric's own evaluations).
     """
@@ -44,10 +46,12 @@ def trajectory_metrics(
 ) -> TrajectoryMetrics:
     """Straightness, normalised path energy, transport cost and NFE of one solve from ``x0``.
 
-    With ``Δ = Z_1 − Z_0`` and ``g(t) = E||Δ − v(Z_t, t)||²``, ``h(t) = E||v(Z_t, t)||²`` at the
-    solver's stored times ``t_0 < … < t_T``: ``S = Σ_k (t_{k+1} − t_k)(g_k + g_{k+1})/2`` and
-    ``path energy = Σ_k (t_{k+1} − t_k)(h_k + h_{k+1})/2 / E||Δ||²`` (trapezoidal rule; for an
-    exact solve ``path energy = 1 + S/E||Δ||²``).
+    Over the solve's span ``T = t_end − t_start`` (any span, forwards or backwards), with
+    ``Δ = Z_end − Z_start``, ``g(t) = E||Δ/T − v(Z_t, t)||²`` and ``h(t) = E||v(Z_t, t)||²`` at the
+    solver's stored times: ``S = Σ_k |t_{k+1} − t_k|(g_k + g_{k+1})/2`` and
+    ``path energy = |T|·Σ_k |t_{k+1} − t_k|(h_k + h_{k+1})/2 / E||Δ||²`` (trapezoidal rule; for
+    an exact solve ``path energy = 1 + |T|·S/E||Δ||²``). A straight constant-speed trajectory
+    has ``v = Δ/T``: S = 0 and path energy 1 on every span.
 
     Args:
         field: a :class:`~flowkit.Flow` or a velocity field ``f(x, t)`` with t of shape ``(B,)``.
@@ -67,14 +71,15 @@ def trajectory_metrics(
         sol = sample(field, x0, solver=solver, return_trajectory=True, cond=cond, **solver_options)
         traj, times = sol.trajectory, sol.times.to(device=x0.device, dtype=x0.dtype)
         delta = (traj[-1] - traj[0]).flatten(1)
+        span = float(sol.times[-1] - sol.times[0])
         vel = torch.stack(
             [velocity(z, t.expand(z.shape[0])).flatten(1) for z, t in zip(traj, times, strict=True)]
         )
-    g = (delta - vel).pow(2).sum(-1).mean(-1)
+    g = (delta / span - vel).pow(2).sum(-1).mean(-1)
     h = vel.pow(2).sum(-1).mean(-1)
     cost = float(delta.pow(2).sum(-1).mean())
     dt = torch.diff(times).abs()
-    energy = float((dt * (h[1:] + h[:-1]) / 2).sum())
+    energy = abs(span) * float((dt * (h[1:] + h[:-1]) / 2).sum())
     return TrajectoryMetrics(
         straightness=float((dt * (g[1:] + g[:-1]) / 2).sum()),
         path_energy=_energy_ratio(energy, cost),
@@ -92,11 +97,12 @@ def straightness(
     cond: dict[str, Tensor] | None = None,
     **solver_options: Any,
 ) -> float:
-    """Straightness ``S = ∫_0^1 E||(Z_1 − Z_0) − v(Z_t, t)||² dt`` along the flow's trajectories.
+    """Straightness ``S = ∫ E||(Z_end − Z_start)/T − v(Z_t, t)||² |dt|`` along the trajectories.
 
     ``Z`` solves ``dZ_t = v(Z_t, t) dt`` from ``Z_0 = x0`` (rectified-flow paper, eq. for
-    S(Z)). ``S ≥ 0``, and ``S = 0`` iff every trajectory is a straight line traversed at constant
-    speed, in which case one Euler step is exact. Arguments as in :func:`trajectory_metrics`.
+    S(Z), there on 0 → 1; ``T = t_end − t_start`` for any other span). ``S ≥ 0``, and ``S = 0``
+    iff every trajectory is a straight line traversed at constant speed, in which case one
+    Euler step is exact. Arguments as in :func:`trajectory_metrics`.
     """
     return trajectory_metrics(field, x0, solver, steps, cond, **solver_options).straightness
 
@@ -110,10 +116,10 @@ def path_energy(
     cond: dict[str, Tensor] | None = None,
     **solver_options: Any,
 ) -> float:
-    """Normalised path energy ``E∫_0^1 ||v(Z_t, t)||² dt / E||Z_1 − Z_0||²``.
+    """Normalised path energy ``|T|·E∫||v(Z_t, t)||² |dt| / E||Z_end − Z_start||²``.
 
-    By Cauchy–Schwarz ``||Z_1 − Z_0||² = ||∫v dt||² ≤ ∫||v||² dt``, so the ratio is ≥ 1, with
-    equality for straight constant-speed paths. Arguments as in :func:`trajectory_metrics`.
+    By Cauchy–Schwarz ``||Z_end − Z_start||² = ||∫v dt||² ≤ |T|·∫||v||² |dt|`` (``T = t_end −
+    t_start``), so the ratio is ≥ 1, with equality for straight constant-speed paths. Arguments as in :func:`trajectory_metrics`.
     """
     return trajectory_metrics(field, x0, solver, steps, cond, **solver_options).path_energy
 

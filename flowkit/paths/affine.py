@@ -110,6 +110,13 @@ class AffinePath:
         """``t`` clamped into ``[eps, 1 − eps]`` (the endpoint guard)."""
         return t.clamp(self.eps, 1.0 - self.eps)
 
+    def velocity_time(self, t: Tensor) -> Tensor:
+        """The time at which :meth:`convert` solves the path system for a velocity: ``t`` itself
+        when ``velocity_invertible_at_endpoints``, else ``t`` clamped into ``[eps, 1 − eps]``
+        (where ``det = a·b' − a'·b`` may be 0 or not finite at an endpoint). Solvers and
+        couplings that solve the same system (ddim, stochastic, distillation) use it too."""
+        return t if self.velocity_invertible_at_endpoints else self.clamp_time(t)
+
     def coefficients(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(a, b, a', b')`` at ``t`` (shape (), (B,) or (B, N)) broadcast against ``x``."""
         t = expand_time(as_time(t, x), x)
@@ -181,9 +188,7 @@ class AffinePath:
         check_unit_interval(t)
         if src == dst:
             return pred
-        exact = src == "velocity" and dst != "score" and self.velocity_invertible_at_endpoints
-        if not exact:
-            t = self.clamp_time(t)
+        t = self.velocity_time(t) if src == "velocity" and dst != "score" else self.clamp_time(t)
         a, b, da, db = self.coefficients(t, x_t)
         if src == "score":
             pred, src = -b * pred, "epsilon"

@@ -5,7 +5,7 @@
 """
 
 from flowkit.registry import SOLVERS
-from flowkit.solvers import adaptive, ddim, fixed, stochastic
+from flowkit.solvers import adaptive, ddim, fixed, multistep, stochastic
 from flowkit.solvers.base import Solution, Solver
 from flowkit.solvers.grid import grid_from_sigmas, make_grid
 from flowkit.solvers.guidance import CFGuidance
@@ -34,6 +34,7 @@ __all__ = [
     "grid_from_sigmas",
     "log_likelihood",
     "make_grid",
+    "multistep",
     "names",
     "plan",
     "sample",

@@ -29,14 +29,17 @@ def renoise_coefficients(
     """Scalars ``(c_x, c_v)`` with ``a(s)·x̂1 + k·ε̂ = c_x·x_t + c_v·v``, ``k = sqrt(b(s)² − σ²)``.
 
     ``x̂1`` and ``ε̂`` come from the path's 2×2 system at ``t``; their coefficients are the images
-    of the basis ``(x_t, v) = (1, 0)`` and ``(0, 1)``. Undefined where ``det = a·b' − a'·b = 0``.
+    of the basis ``(x_t, v) = (1, 0)`` and ``(0, 1)``. The system is solved at
+    :meth:`AffinePath.velocity_time` (t clamped into ``[eps, 1 − eps]`` where ``det = a·b' − a'·b``
+    is 0 or not finite at an endpoint), as :meth:`AffinePath.convert` does.
 
     Args:
         path: the affine path.
         t, s: current and next times, shape ``(T,)``.
         sigma: std of the fresh noise added at each step, ``(T,)``, ``0 ≤ σ ≤ b(s)``.
     """
-    a, b, da, db = (c.unsqueeze(-1) for c in path.coefficients(t, t))
+    tc = path.velocity_time(t)
+    a, b, da, db = (c.unsqueeze(-1) for c in path.coefficients(tc, tc))
     basis_x = torch.tensor([1.0, 0.0], dtype=t.dtype)
     basis_v = torch.tensor([0.0, 1.0], dtype=t.dtype)
     x1c, x0c = cv.x1_x0_from_velocity(basis_v, basis_x, a, b, da, db)

@@ -5,9 +5,11 @@ A grid is a 1-D float64 tensor, strictly monotone, from ``t_start`` to ``t_end``
 one of ``steps``, ``step_size`` or ``grid``: there is no default grid, so the torchdiffeq pitfall
 (a fixed-step method handed ``t = [0, 1]`` silently takes one step) cannot happen here.
 
-Shifts (generated grids only) follow the SD3 / diffusers convention, see
-:mod:`flowkit.paths.shift`: ``shift=s`` maps ``t ↦ t / (1 + (s − 1)(1 − t))`` (s > 1: more steps
-near the noise) and ``mu`` is Flux's exponential shift ``s = e^μ``.
+Generated grids (``steps=``) may be placed by a ``spacing`` (:mod:`flowkit.solvers.spacing`:
+uniform, logsnr, karras, beta), then shifted, then stretched to a ``terminal`` time. Shifts follow
+the SD3 / diffusers convention, see :mod:`flowkit.paths.shift`: ``shift=s`` maps
+``t ↦ t / (1 + (s − 1)(1 − t))`` (s > 1: more steps near the noise) and ``mu`` is Flux's
+exponential shift ``s = e^μ``.
 
 Example:
     >>> make_grid(steps=4)
@@ -27,6 +29,8 @@ from torch import Tensor
 from flowkit._tensor import check_unit_interval
 from flowkit.checks import POSITIVE_REAL, Nullable, OptionError, Real, at_most
 from flowkit.paths.shift import exponential_shift, shift_time, sigma_to_t
+from flowkit.registry import SPACINGS
+from flowkit.solvers.spacing import Spacing, stretch_to_terminal
 
 UNIT = Real(minimum=0, maximum=1)
 MAX_STEPS = at_most(10**7)
@@ -85,6 +89,8 @@ def make_grid(
     t_end: float | None = None,
     shift: float | None = None,
     mu: float | None = None,
+    spacing: str | dict | Spacing | None = None,
+    terminal: float | None = None,
 ) -> Tensor:
     """The float64 time grid of a fixed-step solve.
 
@@ -96,6 +102,11 @@ def make_grid(
       to land on ``t_end`` (as torchdiffeq's ``step_size`` option), then shifted;
     * ``grid``: the explicit grid (``t_start``/``t_end``, if given, must equal its ends; shifting an
       explicit grid is refused: shift it yourself with :mod:`flowkit.paths.shift`).
+
+    ``spacing`` (``steps=`` only): a registered spacing name or ``{name: ..., **options}``
+    (``uniform``, ``logsnr``, ``karras``, ``beta``; see :mod:`flowkit.solvers.spacing`), applied
+    before the shift. ``terminal`` (``steps=`` only): stretch the grid so that its last step
+    starts at this time (diffusers' ``shift_terminal = 1 − terminal``), applied last.
 
     Raises:
         ValueError: naming the conflicting or invalid arguments.
@@ -113,6 +124,11 @@ def make_grid(
             f"{' and '.join(given)} (give at most one)"
         )
     shift, mu = _shift(shift, mu)
+    if steps is None and (spacing is not None or terminal is not None):
+        raise OptionError(
+            "spacing" if spacing is not None else "terminal",
+            "applies to grids generated from steps=, not to step_size= or an explicit grid=",
+        )
     if grid is not None:
         if shift is not None or mu is not None:
             raise OptionError(
@@ -131,7 +147,7 @@ def make_grid(
         return g
     t0, t1 = _span(t_start, t_end)
     if steps is not None:
-        g = torch.linspace(t0, t1, MAX_STEPS(steps, "steps") + 1, dtype=torch.float64)
+        g = _spaced(t0, t1, MAX_STEPS(steps, "steps"), spacing)
     else:
         h = POSITIVE_REAL(step_size, "step_size")
         n = max(1, math.ceil(abs(t1 - t0) / h - 1e-9))
@@ -143,7 +159,20 @@ def make_grid(
         g = shift_time(g, shift)
     elif mu is not None:
         g = exponential_shift(g, mu)
+    if terminal is not None:
+        forward = t1 > t0
+        g = stretch_to_terminal(g if forward else g.flip(0), UNIT(terminal, "terminal"))
+        g = g if forward else g.flip(0)
     return g
+
+
+def _spaced(t0: float, t1: float, steps: int, spacing: str | dict | Spacing | None) -> Tensor:
+    """``steps + 1`` times from t0 to t1: evenly spaced, or placed by ``spacing`` on the
+    increasing span (reversed for a backward grid)."""
+    if spacing is None or spacing == "uniform":
+        return torch.linspace(t0, t1, steps + 1, dtype=torch.float64)
+    g = SPACINGS.build(spacing).times(min(t0, t1), max(t0, t1), steps)
+    return g if t1 > t0 else g.flip(0)
 
 
 def time_span(

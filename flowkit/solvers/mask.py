@@ -7,7 +7,8 @@ conditioning token, 0 an ordinary noise token). Then
 * the model receives per-token times ``τ_i = max(t, m_i)``, shape ``(B, N)``;
 * token i moves only once the global time has reached it, ``t ≥ m_i`` (up to ``eps``): in
   diffusers/LTX terms (``σ = 1 − t``) it moves only while ``σ < 1 − m_i``, LTX's
-  ``t − eps < 1 − mask`` with their t being our σ. Mask 1: never changed; mask 0: ordinary.
+  ``t − eps < 1 − mask`` with their t being our σ. Mask 1: never changed (not even at t = 1);
+  mask 0: ordinary.
 
 For fixed-step solvers the rule is applied per step at the step's start time; for adaptive
 solvers the field itself is gated, ``dx_i/dt = 1[t ≥ m_i]·v_i(x, τ)``. An all-zero mask gives
@@ -52,9 +53,11 @@ class TokenMask:
         return torch.maximum(t.reshape(-1, 1) if t.ndim else t, self.mask)
 
     def moving(self, t: Tensor | float) -> Tensor:
-        """Boolean ``(B, N, 1, ...)``: which tokens move at global time ``t`` (``t + eps > m``)."""
+        """Boolean ``(B, N, 1, ...)``: which tokens move at global time ``t``: ``t + eps > m``,
+        and never a token with ``m = 1`` (the gate would open at t = 1, where adaptive solvers
+        evaluate on their last stage)."""
         t = torch.as_tensor(t, dtype=self.mask.dtype, device=self.mask.device)
-        gate = (t.reshape(-1, 1) if t.ndim else t) + self.eps > self.mask
+        gate = ((t.reshape(-1, 1) if t.ndim else t) + self.eps > self.mask) & (self.mask < 1.0)
         return expand_time(gate, self.like)
 
     def field(self, f: Field) -> Field:

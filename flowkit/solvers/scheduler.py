@@ -10,7 +10,9 @@ Example:
     ...     x = sched.step(model(x, t.expand(4)), t, x)
 
 The loop above equals ``fk.sample(model, x0, "euler", steps=8, shift=3.0)``; with
-``stochastic=True`` it equals ``fk.sample(..., solver="stochastic")`` with the same generator.
+``stochastic=True`` it equals ``fk.sample(..., solver="stochastic")`` with the same generator, and
+with ``FlowScheduler(multistep={"name": "unipc", "order": 2})`` it equals
+``fk.sample(..., solver="unipc", order=2)`` (the scheduler keeps the previous predictions).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from torch import Tensor
 
 from flowkit._tensor import expand_time
 from flowkit.paths.affine import AffinePath
-from flowkit.registry import PATHS
+from flowkit.registry import PATHS, SOLVERS
 from flowkit.solvers.ddim import renoise_coefficients, renoise_step
+from flowkit.solvers.exponential import StepCoefficients
 from flowkit.solvers.grid import grid_from_sigmas, make_grid
 from flowkit.solvers.mask import TokenMask
+from flowkit.solvers.multistep import Multistep, combine
 from flowkit.solvers.stochastic import Stochastic, check_stochastic
 
 
@@ -39,6 +43,9 @@ class FlowScheduler:
         path: the path used by stochastic steps (default rectified).
         eta, noise: the options of the ``stochastic`` solver used when ``stochastic=True``.
         eps: tolerance when locating ``t`` on the grid and in the conditioning mask.
+        multistep: a multistep solver (``"dpm_solver_pp"``, ``"unipc"`` or a spec with its
+            options, e.g. ``{"name": "unipc", "order": 2}``): ``step`` then takes that solver's
+            steps, in grid order, one time for the whole batch.
 
     Attributes:
         grid: the ``n + 1`` grid times (float64), after :meth:`set_timesteps`.
@@ -51,12 +58,19 @@ class FlowScheduler:
         eta: float = 1.0,
         noise: str = "ancestral",
         eps: float = 1e-6,
+        multistep: str | dict | Multistep | None = None,
     ) -> None:
         self.path: AffinePath = PATHS.build(path)
         self.stochastic = Stochastic(eta, noise)
         self.eps = float(eps)
+        self.multistep = None if multistep is None else SOLVERS.build(multistep)
+        if self.multistep is not None and not isinstance(self.multistep, Multistep):
+            raise ValueError(
+                f"multistep must be a multistep solver (dpm_solver_pp, unipc); got {multistep!r}"
+            )
         self.grid: Tensor | None = None
         self.timesteps: Tensor | None = None
+        self._history: MultistepState | None = None
 
     def set_timesteps(
         self,
@@ -80,6 +94,8 @@ class FlowScheduler:
             raise ValueError("FlowScheduler samples forwards: the grid must increase")
         self.grid = g
         self.timesteps = g[:-1]
+        if self.multistep is not None:
+            self._history = MultistepState(self.multistep.coefficients(self.path, g))
 
     def next_time(self, t: Tensor | float) -> Tensor:
         """The first grid time greater than ``t + eps`` (same shape as ``t``, float64)."""
@@ -116,7 +132,12 @@ class FlowScheduler:
         """
         t64 = torch.as_tensor(t, dtype=torch.float64, device="cpu")
         s64 = self.next_time(t64)
-        if t64.ndim == 0:
+        if self._history is not None:
+            if stochastic or t64.ndim != 0:
+                raise ValueError("multistep steps take a scalar t and no stochastic=True")
+            i = int(torch.searchsorted(self.grid, t64 + self.eps, right=True)) - 1
+            out = self._history.step(self.path, i, t64, model_output, x)
+        elif t64.ndim == 0:
             if stochastic:
                 t_, s_ = t64.reshape(1), s64.reshape(1)
                 check_stochastic(self.path, torch.cat([t_, s_]))
@@ -137,3 +158,29 @@ class FlowScheduler:
     def model_times(self, t: Tensor | float, x: Tensor, conditioning_mask: Tensor) -> Tensor:
         """Per-token times ``max(t, m)`` of shape ``(B, N)`` to feed the model with a mask."""
         return TokenMask(conditioning_mask, x, self.eps).times(t)
+
+
+class MultistepState:
+    """The predictions a multistep scheduler keeps between calls of :meth:`FlowScheduler.step`."""
+
+    def __init__(self, plan: list[StepCoefficients]) -> None:
+        self.plan = plan
+        self.preds: list[Tensor] = []
+        self.prev: tuple[Tensor, StepCoefficients] | None = None
+        self.index = -1
+
+    def step(self, path: AffinePath, i: int, t: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        """Step ``i`` of the solver from ``x`` with the velocity ``v`` at grid time ``t``."""
+        if i == 0:
+            self.preds, self.prev = [], None
+        elif i != self.index + 1:
+            raise ValueError(
+                f"multistep steps must follow the grid in order: step {i} after step {self.index}"
+            )
+        self.index = i
+        m = path.convert(v, src="velocity", dst="x1", x_t=x, t=t.to(x.dtype))
+        if self.prev is not None and self.prev[1].corrector is not None:
+            x = combine(self.prev[1].c_x, self.prev[0], self.prev[1].corrector, [m, *self.preds])
+        self.preds = [m, *self.preds][: Multistep.max_order]
+        self.prev = (x, self.plan[i])
+        return combine(self.plan[i].c_x, x, self.plan[i].w, self.preds)

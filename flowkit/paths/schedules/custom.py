@@ -48,10 +48,11 @@ class CustomSchedule(Schedule):
         self._a, self._b = a, b
         ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
         a_end, b_end = self._a(ends), self._b(ends)
-        expected_a, expected_b = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
+        expected_a = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        expected_b = torch.tensor([1.0, 0.0], dtype=torch.float64)
         self.reaches_endpoints = bool(
-            torch.allclose(a_end.float(), expected_a, atol=1e-6)
-            and torch.allclose(b_end.float(), expected_b, atol=1e-6)
+            torch.allclose(a_end.double(), expected_a, atol=1e-6)
+            and torch.allclose(b_end.double(), expected_b, atol=1e-6)
         )
         derivatives = torch.cat([self.da(ends), self.db(ends)])
         self.finite_derivatives = bool(torch.isfinite(derivatives).all())
