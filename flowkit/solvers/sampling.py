@@ -129,6 +129,8 @@ def sample(
     t_end: float | None = None,
     shift: float | None = None,
     mu: float | None = None,
+    spacing: str | Mapping | None = None,
+    terminal: float | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
     generator: torch.Generator | None = None,
@@ -157,6 +159,10 @@ def sample(
         t_start, t_end: the span (default 0 → 1; taken from ``grid`` when given).
         shift: SD3/diffusers time shift ``s`` of a generated grid (s > 1: more steps near noise).
         mu: Flux's exponential shift (``s = e^mu``); at most one of shift/mu.
+        spacing: where a generated grid's times lie (``uniform``, ``logsnr``, ``karras``,
+            ``beta``; a name or ``{name: ..., **options}``), see :mod:`flowkit.solvers.spacing`.
+        terminal: stretch a generated grid so its last step starts at this time (diffusers'
+            ``shift_terminal = 1 − terminal``).
         return_trajectory: keep the states at every grid time (adaptive: at accepted steps).
         progress: show a tqdm progress bar (fixed-step solvers).
         generator: random numbers of stochastic solvers.
@@ -192,7 +198,7 @@ def sample(
         >>> sol.nfe
         20
     """
-    given = (steps, step_size, grid, t_start, t_end, shift, mu)
+    given = (steps, step_size, grid, t_start, t_end, shift, mu, spacing, terminal)
     grid_args = dict(zip(GRID_ARGUMENTS, given, strict=True))
     planned = plan(solver, **grid_args, **solver_options)
     s, times = planned.solver, planned.times
