@@ -93,7 +93,14 @@ def reflow(
             grid ``t_i = i/k``, or explicit times); needed by k-step distillation.
         callback: called as ``callback(shard_index, pairs_done)`` after each finished shard
             (``pairs_done`` counts the pairs solved by this call).
-        **solver_options: passed to :func:`flowkit.sample` (``rtol``, ``atol``, ``steps``, ...).
+        **solver_options: passed to :func:`flowkit.sample` (``rtol``, ``atol``, ``steps``, ...;
+            ``guidance=w`` solves a class-conditional teacher with classifier-free guidance).
+
+    Conditions: each pair keeps the conditions its source was drawn with (e.g. the label ``y``
+    of a conditional target), stored beside ``x0``/``x1`` (``cond.<key>`` tensors of the pair
+    store) and handed to the model by the :class:`PairedCoupling`, so a student trained on the
+    pairs learns the teacher's map class by class (the guided map with ``guidance``, which it
+    then samples without guidance, in one model call per step).
 
     Returns:
         A :class:`PairedCoupling` with ``deterministic=True`` (states and grid when requested).

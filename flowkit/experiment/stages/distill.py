@@ -33,7 +33,7 @@ class DistillStage(PairStage):
             self.steps_k,
             coupling=ctx.base_coupling,
             solver=solver.name,
-            solver_options={**solver.sample_args, **solver.options},
+            solver_options={**solver.sample_args, **solver.options, **self.teacher_guidance()},
             **self.pair_arguments(ctx),
             return_history=True,
             **self.train_options(ctx),

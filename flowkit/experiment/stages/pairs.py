@@ -6,9 +6,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.checks import Custom, Nullable, Text, at_most
+from flowkit.checks import Custom, Nullable, Real, Text, at_most
+from flowkit.conditions import NULLABLE_KEYS
 from flowkit.experiment.schema import ONE_SOLVER
-from flowkit.experiment.specs import SolverSpec, join_key
+from flowkit.experiment.specs import Problems, SolverSpec, join_key
 from flowkit.experiment.stages.base import FlowStage
 from flowkit.flow import Flow
 from flowkit.options import option
@@ -38,6 +39,14 @@ class PairStage(FlowStage):
         "distilled from the 1-RF that starts from the 2-RF).",
         Custom(Text(), "`teacher`, `fresh` or a flow stage's name"),
         "teacher",
+    )
+
+    guidance: float | None = option(
+        "Classifier-free guidance scale of the teacher when it makes the pairs (conditional "
+        "data): the pairs carry their labels, so the new flow learns the guided map and samples "
+        "it without guidance (null: the teacher unguided).",
+        Nullable(Real()),
+        None,
     )
 
     def references(self, key: str) -> list[tuple[str, str]]:
@@ -81,3 +90,15 @@ class PairStage(FlowStage):
     def solver_spec(self) -> SolverSpec:
         """The teacher's solver."""
         return SolverSpec.parse(self.solver)
+
+    def teacher_guidance(self) -> dict[str, float]:
+        """``fk.sample``'s guidance argument of the teacher's solve (empty: unguided)."""
+        return {} if self.guidance is None else {"guidance": self.guidance}
+
+    def resolve(self, experiment: Any, parts: Any, key: str, problems: Problems) -> None:
+        """The training options, and teacher guidance only with conditions to guide by."""
+        super().resolve(experiment, parts, key, problems)
+        unguidable = parts is not None and not set(parts.cond) & set(NULLABLE_KEYS)
+        if self.guidance is not None and unguidable:
+            why = "guides the teacher, but the data give no labels y or vectors c"
+            problems.append((join_key(key, "guidance"), why))

@@ -29,6 +29,7 @@ class ReflowStage(PairStage):
             ctx.base_coupling,
             **self.pair_arguments(ctx),
             **self.solver_spec().arguments(),
+            **self.teacher_guidance(),
         )
         ctx.coupling = pairs
         flow = self.start_flow(ctx)
