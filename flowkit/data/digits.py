@@ -91,6 +91,11 @@ class Digits(Distribution):
         images = self.images[index].to(device=device, dtype=torch.get_default_dtype())
         return images, self.labels[index].to(device)
 
+    def labelled(self) -> tuple[Tensor, Tensor]:
+        """Every image ``(N, 1, 8, 8)`` (default dtype) with its label ``(N,)``: the real data a
+        classifier is fitted on (``classifier_accuracy``)."""
+        return self.images.to(torch.get_default_dtype()), self.labels
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images drawn uniformly with replacement, shape ``(n, 1, 8, 8)``."""
         return self.sample_with_labels(n, generator)[0]

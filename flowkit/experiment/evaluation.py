@@ -17,14 +17,16 @@ from tqdm.auto import tqdm
 
 import flowkit
 from flowkit import distributed
+from flowkit.conditions import LABEL_KEY
 from flowkit.couplings import IndependentCoupling
+from flowkit.experiment.classifier import needs_classifier, run_classifier
 from flowkit.experiment.components import evaluation_distributions
 from flowkit.experiment.context import EVALUATION_STREAM, Context, stage_seed
 from flowkit.experiment.plots import write_plots
 from flowkit.experiment.schema import Evaluation
 from flowkit.experiment.specs import SolverSpec, registry
 from flowkit.flow import Flow
-from flowkit.registry import split_spec
+from flowkit.metrics import Classifier, Metric
 from flowkit.solvers.inputs import count_non_finite
 
 TRAJECTORY_STEPS = 100
@@ -39,6 +41,14 @@ def solve(flow: Flow, x0: Tensor, cond: dict[str, Tensor], **kwargs: Any) -> Any
     """``fk.sample`` with the conditions passed only when there are any; under torchrun each
     rank integrates a slice of ``x0`` and every rank gets the whole result."""
     return distributed.sharded_sample(flow, x0, cond=cond or None, **kwargs)
+
+
+def score(metric: Metric, x: Tensor, data: Mapping[str, Any]) -> float:
+    """``metric`` of generated samples ``x``: against the target samples, or (``"classes"``
+    metrics) against the labels they were generated for, with the run's classifier."""
+    if metric.inputs == "classes":
+        return float(metric(flat(x), data["cond"][LABEL_KEY].cpu(), data["classifier"]))
+    return float(metric(flat(x), flat(data["x1"])))
 
 
 def guidance_arguments(scale: float, options: Evaluation) -> dict[str, Any]:
@@ -80,7 +90,7 @@ def evaluate_flow(
             ctx.log(f"[{stage}] {name} with {run.name}: {diverged} non-finite samples (diverged)")
         for spec in options.metrics:
             metric = registry("metrics").build(spec)
-            row[metric.name] = None if diverged else float(metric(flat(sol.x), flat(data["x1"])))
+            row[metric.name] = None if diverged else score(metric, sol.x, data)
         ctx.run.append_metric(row)
         rows.append(row)
     if options.straightness:
@@ -124,11 +134,24 @@ def evaluation_data(ctx: Context, options: Evaluation) -> dict[str, Any]:
     }
 
 
+def stage_classifier(ctx: Context, options: Evaluation, stage: str) -> Classifier | None:
+    """The run's classifier when a metric needs it (its held-out accuracy is recorded as a
+    ``classifier`` row of the stage: the ceiling of ``classifier_accuracy``), else None."""
+    if not needs_classifier(options.metrics):
+        return None
+    classifier = run_classifier(ctx)
+    ctx.run.append_metric(
+        {"kind": "classifier", "stage": stage, "held_out_accuracy": classifier.held_out_accuracy}
+    )
+    return classifier
+
+
 def evaluate_flows(
     ctx: Context, flows: Mapping[str, Flow], options: Evaluation, stage: str
 ) -> list[dict[str, Any]]:
     """Evaluate every flow, record the rows and write the plots."""
     data = evaluation_data(ctx, options)
+    data["classifier"] = stage_classifier(ctx, options, stage)
     rows = []
     for name, flow in flows.items():
         ctx.log(f"[{stage}] evaluating {name!r}")
@@ -136,6 +159,7 @@ def evaluate_flows(
         with torch.no_grad():
             rows += evaluate_flow(ctx, name, flow, data, options, stage)
     if ctx.experiment.plots.enabled and ctx.run.writer:
-        metrics = [split_spec(m, "metric")[0] for m in options.metrics]
+        built = [registry("metrics").build(m) for m in options.metrics]
+        metrics = [m.name for m in built if m.inputs == "samples"]  # plotted on log axes
         write_plots(ctx, flows, data, stage, metrics[0] if metrics else None)
     return rows

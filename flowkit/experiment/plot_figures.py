@@ -131,6 +131,17 @@ def image_tile(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
     return rearrange(framed, "(r c) ch h w -> (r h) (c w) ch", c=cols)
 
 
+def show_mosaic(
+    ax: Any, images: np.ndarray, cols: int, lo: float | None = None, hi: float | None = None
+) -> int:
+    """Draw ``images`` ``(N, C, H, W)`` as a mosaic of ``cols`` columns on ``ax`` (grey scale for
+    one channel, grey levels clipped to ``[lo, hi]``), without ticks; returns its height."""
+    tile = image_tile(images, cols)
+    ax.imshow(tile.squeeze(-1) if tile.shape[-1] == 1 else tile, cmap="gray", vmin=lo, vmax=hi)
+    ax.set(xticks=[], yticks=[])
+    return tile.shape[0]
+
+
 def images_figure(
     target: np.ndarray, samples: Mapping[str, Mapping[int, np.ndarray]], cols: int = 8
 ) -> Figure:
@@ -141,13 +152,27 @@ def images_figure(
     for row, (name, per_flow) in enumerate(samples.items()):
         panels = [("target", target), *((f"{name}, NFE {k}", per_flow[k]) for k in nfes)]
         for col, (title, imgs) in enumerate(panels):
-            tile = image_tile(imgs, cols)
+            show_mosaic(axes[row, col], imgs, cols, lo, hi)
+            axes[row, col].set_title(title, fontsize=9)
+    return fig
+
+
+def class_grid_figure(
+    grids: Mapping[str, Mapping[str, np.ndarray]], classes: Sequence[int], per_class: int
+) -> Figure:
+    """Samples per class: one panel per flow (rows) and guidance scale (columns); in each panel
+    one row of ``per_class`` images ``(C, H, W)`` per class, labelled on the left."""
+    scales = list(dict.fromkeys(s for per_flow in grids.values() for s in per_flow))
+    fig, axes = panel_grid(len(grids), len(scales), square=False)
+    first = next(iter(next(iter(grids.values())).values()))
+    lo, hi = np.percentile(first, 1), np.percentile(first, 99)
+    for row, (name, per_flow) in enumerate(grids.items()):
+        for col, scale in enumerate(scales):
             ax = axes[row, col]
-            ax.imshow(
-                tile.squeeze(-1) if tile.shape[-1] == 1 else tile, cmap="gray", vmin=lo, vmax=hi
-            )
-            ax.set(xticks=[], yticks=[])
-            ax.set_title(title, fontsize=9)
+            height = show_mosaic(ax, per_flow[scale], per_class, lo, hi)
+            centres = [height * (i + 0.5) / len(classes) for i in range(len(classes))]
+            ax.set_yticks(centres, [str(c) for c in classes])
+            ax.set_title(f"{name}, guidance {scale}", fontsize=9)
     return fig
 
 
@@ -156,9 +181,7 @@ def single_figure(x: np.ndarray, title: str, cols: int = 8) -> Figure:
     fig = Figure(figsize=(4, 4), layout="constrained")
     ax = fig.subplots()
     if x.ndim == 4:
-        tile = image_tile(x[: cols * cols], min(cols, len(x)))
-        ax.imshow(tile.squeeze(-1) if tile.shape[-1] == 1 else tile, cmap="gray")
-        ax.set(xticks=[], yticks=[])
+        show_mosaic(ax, x[: cols * cols], min(cols, len(x)))
     else:
         ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
     ax.set_title(title)

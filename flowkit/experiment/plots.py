@@ -3,6 +3,8 @@
 - ``loss.png``: training loss of every training stage;
 - ``<stage>_samples.png``: target vs generated samples for several Euler NFE, one row per flow
   (scatter plots for 2-D data, image mosaics for images);
+- ``<stage>_class_grid.png`` (labelled images): samples per class (rows) at every guidance
+  scale of the evaluation (columns);
 - ``<stage>_trajectories.png`` (2-D data): trajectories x0 -> x1 coloured by t, one panel per
   flow, which shows how reflow straightens them;
 - ``<stage>_<metric>_vs_nfe.png``: the first sample metric against NFE;
@@ -11,16 +13,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from einops import repeat
 
 import flowkit
+from flowkit.conditions import LABEL_KEY
 from flowkit.experiment import plot_figures as figs
 from flowkit.experiment.context import Context
 from flowkit.flow import Flow
+
+#: Samples per class (one row of the class grid).
+PER_CLASS = 8
 
 
 def save(ctx: Context, name: str, figure: Any) -> None:
@@ -58,14 +65,40 @@ def trajectories(
     return out, times
 
 
+def class_grid_samples(
+    flows: Mapping[str, Flow],
+    data: Mapping[str, Any],
+    classes: list[int],
+    guidance: Sequence[float | None],
+    steps: int,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Euler samples of every flow: :data:`PER_CLASS` per class (class after class) at every
+    guidance scale (None: unguided), from the same sources for every class and scale."""
+    x0 = repeat(data["x0"][:PER_CLASS], "n ... -> (k n) ...", k=len(classes))
+    y = repeat(torch.tensor(classes, device=x0.device), "k -> (k n)", n=PER_CLASS)
+    return {
+        name: {
+            "none" if w is None else f"{w:g}": flowkit.sample(
+                flow, x0, solver="euler", steps=steps, cond={LABEL_KEY: y}, guidance=w
+            )
+            .x.cpu()
+            .numpy()
+            for w in guidance
+        }
+        for name, flow in flows.items()
+    }
+
+
 def write_plots(
     ctx: Context,
     flows: Mapping[str, Flow],
     data: Mapping[str, Any],
     stage: str,
     metric: str | None,
+    guidance: Sequence[float | None] = (None,),
 ) -> None:
-    """Write every plot that applies to this data; ``metric`` is the one plotted against NFE."""
+    """Write every plot that applies to this data; ``metric`` is the one plotted against NFE,
+    ``guidance`` the scales of the class grid (labelled images)."""
     opts = ctx.experiment.plots
     records = ctx.run.read_metrics()
     train = [r for r in records if r.get("kind") == "train"]
@@ -80,6 +113,11 @@ def write_plots(
             samples = euler_samples(flows, data, n, opts.nfe)
             figure = figs.samples_figure if is_2d else figs.images_figure
             save(ctx, f"{stage}_samples", figure(target[:n], samples))
+        labels = data["cond"].get(LABEL_KEY)
+        if is_image and labels is not None:
+            classes = sorted(set(labels.tolist()))
+            grids = class_grid_samples(flows, data, classes, guidance, max(opts.nfe))
+            save(ctx, f"{stage}_class_grid", figs.class_grid_figure(grids, classes, PER_CLASS))
         if is_2d and opts.trajectories > 0:
             traj, times = trajectories(flows, data, opts.trajectories, opts.trajectory_steps)
             save(ctx, f"{stage}_trajectories", figs.trajectories_figure(traj, times))

@@ -95,8 +95,12 @@ def check_solvers(value: Any, key: str, problems: Problems) -> None:
         check_solver(spec, join_key(key, i), problems, many_steps=True)
 
 
+#: Metric inputs an evaluation can score: sample sets, and samples of requested classes.
+EVALUATION_INPUTS = ("samples", "classes")
+
+
 def check_sample_metrics(value: Any, key: str, problems: Problems) -> None:
-    """A list of registered metrics that compare two sample sets."""
+    """A list of registered metrics that score generated samples (:data:`EVALUATION_INPUTS`)."""
     if not isinstance(value, list):
         problems.append((key, f"must be a list of metric specs, got {shown(value)}"))
         return
@@ -104,13 +108,15 @@ def check_sample_metrics(value: Any, key: str, problems: Problems) -> None:
         item = join_key(key, i)
         before = len(problems)
         check_component("metrics", spec, item, problems)
-        if len(problems) == before and registry("metrics").build(spec).inputs != "samples":
+        inputs = registry("metrics").build(spec).inputs if len(problems) == before else None
+        if inputs is not None and inputs not in EVALUATION_INPUTS:
             problems.append(
                 (
                     item,
                     f"{shown(spec)} does not compare two sample sets; evaluation metrics compare "
-                    "generated and target samples (straightness and transport cost are "
-                    "measured with `straightness: true`)",
+                    "generated and target samples, or generated samples and their requested "
+                    "classes (classifier_accuracy); straightness and transport cost are "
+                    "measured with `straightness: true`",
                 )
             )
 

@@ -11,12 +11,14 @@ Functions return floats (or a small dataclass for :func:`trajectory_metrics`)::
     fk.metrics.straightness(flow, x0)   # ∫ E||(Z1 − Z0) − v(Z_t, t)||² dt
     fk.metrics.path_energy(flow, x0)    # E∫||v||² dt / E||Z1 − Z0||²  (≥ 1)
     fk.metrics.nfe(flow, x0, solver="dopri5", rtol=1e-5, atol=1e-5)
+    fk.metrics.classifier_accuracy(x, labels, fk.metrics.fit_classifier(x_real, y_real))
 
 ``fk.metrics.build({"name": "sliced_w2", "projections": 256})`` returns a :class:`Metric` with
 the options bound; its ``inputs`` says which data it takes.
 """
 
 from flowkit.metrics.base import INPUTS, Metric, NonFiniteSamplesError, register_metric
+from flowkit.metrics.classifier import Classifier, classifier_accuracy, fit_classifier
 from flowkit.metrics.discrepancy import energy_distance, energy_test, median_bandwidth, mmd
 from flowkit.metrics.trajectory import (
     TrajectoryMetrics,
@@ -33,12 +35,15 @@ names = METRICS.names
 
 __all__ = [
     "INPUTS",
+    "Classifier",
     "Metric",
     "NonFiniteSamplesError",
     "TrajectoryMetrics",
     "build",
+    "classifier_accuracy",
     "energy_distance",
     "energy_test",
+    "fit_classifier",
     "median_bandwidth",
     "mmd",
     "names",

@@ -24,7 +24,14 @@ INPUTS = {
     "samples": "(generated, reference): two sample sets of shape (n, ...) and (m, ...)",
     "pairs": "(x0, x1): coupled samples of the same shape (n, ...)",
     "flow": "(field, x0): a Flow or velocity field f(x, t) and source samples (n, ...)",
+    "classes": "(generated, labels, classifier): conditional samples (n, ...), the class each "
+    "was generated for (n,), and a Classifier fitted on real data",
 }
+
+
+def data_arguments(inputs: str) -> int:
+    """How many data arguments a metric of ``inputs`` takes before its options."""
+    return 3 if inputs == "classes" else 2
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ class Metric:
 def register_metric(
     name: str, inputs: str, checks: Mapping[str, Check] | None = None
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a metric function taking two data arguments then keyword options.
+    """Register a metric function taking its data arguments (two, three for ``"classes"``; see
+    :data:`INPUTS`) then keyword options.
 
     The registered factory accepts exactly the function's options (so unknown options in a spec
     are reported with the allowed ones) and returns a :class:`Metric`. ``checks`` maps options to
@@ -68,7 +76,7 @@ def register_metric(
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(fn)
-        params = list(signature.parameters.values())[2:]
+        params = list(signature.parameters.values())[data_arguments(inputs) :]
         options = [p if p.kind is p.VAR_KEYWORD else p.replace(kind=p.KEYWORD_ONLY) for p in params]
 
         @functools.wraps(fn)

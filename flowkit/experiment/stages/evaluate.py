@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from flowkit.conditions import NULLABLE_KEYS
+from flowkit.conditions import LABEL_KEY, NULLABLE_KEYS
 from flowkit.experiment.components import evaluation_distributions
 from flowkit.experiment.evaluation import evaluate_flows
 from flowkit.experiment.schema import Evaluation
-from flowkit.experiment.specs import Problems, join_key, report
+from flowkit.experiment.specs import Problems, join_key, registry, report
 from flowkit.experiment.stages.base import STAGE_TYPES, Stage, fmt
+from flowkit.registry import split_spec
 
 FIXED_COLUMNS = ("kind", "stage", "flow", "solver", "steps", "guidance", "nfe", "seconds")
 
@@ -51,6 +52,8 @@ class EvaluateStage(Stage):
         self.options = dataclasses.replace(experiment.evaluation, **own)
         if parts is None:
             return
+        where = key if "metrics" in own else "evaluation"
+        check_labelled_metrics(self.options.metrics, parts, where, problems)
         check_guidance(self.options, parts, key if "guidance" in own else "evaluation", problems)
         for name in ("source", "target"):
             if getattr(self.options, name) is None:
@@ -82,6 +85,7 @@ class EvaluateStage(Stage):
         if not evals and not straight:
             return []
         lines = [f"## Evaluation `{self.name}`", "", *self.sets_lines()]
+        lines += classifier_lines([r for r in records if r.get("kind") == "classifier"])
         if evals:
             lines += ["Metrics per flow, solver and number of function evaluations (NFE):", ""]
             lines += [*eval_table(evals), ""]
@@ -109,6 +113,22 @@ class EvaluateStage(Stage):
         ]
 
 
+def check_labelled_metrics(metrics: list[Any], parts: Any, key: str, problems: Problems) -> None:
+    """Metrics scored by a classifier (``classifier_accuracy``) need labels ``y`` in the data."""
+    if LABEL_KEY in parts.cond:
+        return
+    for i, spec in enumerate(metrics):
+        if registry("metrics").build(spec).inputs == "classes":
+            problems.append(
+                (
+                    join_key(join_key(key, "metrics"), i),
+                    f"{split_spec(spec, 'metric')[0]} scores samples of requested classes, but "
+                    "the data give no labels y: use a conditional target (e.g. data.target: "
+                    "{name: digits, conditional: true})",
+                )
+            )
+
+
 def check_guidance(options: Evaluation, parts: Any, key: str, problems: Problems) -> None:
     """Guidance scales need conditions with a null (labels ``y`` or vectors ``c``)."""
     if options.guidance is None and options.guidance_interval is not None:
@@ -121,6 +141,19 @@ def check_guidance(options: Evaluation, parts: Any, key: str, problems: Problems
         "guidance: null"
     )
     problems.append((join_key(key, "guidance"), why))
+
+
+def classifier_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The ceiling of ``classifier_accuracy``: the classifier's accuracy on held-out real data."""
+    if not records:
+        return []
+    accuracy = records[-1]["held_out_accuracy"]
+    return [
+        f"Classifier accuracy ceiling: the classifier (logistic regression fitted on the real "
+        f"data) scores {fmt(accuracy)} on held-out real samples; `classifier_accuracy` is the "
+        "fraction of generated samples it assigns to the class they were generated for.",
+        "",
+    ]
 
 
 def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
