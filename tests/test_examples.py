@@ -51,12 +51,13 @@ def shrink(config: dict) -> list[str]:
     return sets
 
 
-def test_there_are_six_examples() -> None:
+def test_there_are_seven_examples() -> None:
     assert [p.stem for p in EXAMPLES] == [
         "digits",
         "gaussians_to_moons_ot",
         "logit_normal",
         "moons_reflow",
+        "photo_patches",
         "schedules_sd3",
         "two_half_circles",
     ]

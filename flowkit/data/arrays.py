@@ -193,14 +193,14 @@ def is_real(dtype: Any) -> bool:
 OPENERS = {".npy": open_npy, ".npz": open_npz, ".pt": open_pt, ".safetensors": open_safetensors}
 
 
-def open_array(path: str | Path, key: str | None = None, what: str = "path") -> ArrayFile:
+def open_array(path: str | Path, key: str | None = None, what: str = "file") -> ArrayFile:
     """Open one array of a ``.npy``, ``.npz``, ``.pt`` or ``.safetensors`` file by its header.
 
     Args:
         path: the file (its suffix picks the format).
         key: the array's name in a file holding several (``.npz``, a dict in ``.pt``,
             ``.safetensors``); optional when the file holds one.
-        what: how errors name the option (``path``, ``labels``).
+        what: how errors name the option (``file``, ``labels``).
 
     Raises:
         ArrayFileError: a missing or unreadable file, an unknown suffix or key.

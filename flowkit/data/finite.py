@@ -89,7 +89,7 @@ def fit_standardization(data: FiniteData) -> Standardization:
 
 
 def absolute_paths(
-    options: Mapping[str, Any], directory: Path, names: Sequence[str] = ("path",)
+    options: Mapping[str, Any], directory: Path, names: Sequence[str]
 ) -> dict[str, Any]:
     """``options`` with the relative paths among ``names`` made absolute against ``directory``.
 

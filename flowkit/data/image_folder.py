@@ -8,7 +8,9 @@ validate``. Pixels are decoded when a batch needs them (in the trainer's worker 
 
 from __future__ import annotations
 
+import importlib
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,18 @@ def pil_image() -> Any:
     return Image
 
 
+def run_prepare(prepare: str, root: Path) -> None:
+    """Call the function named ``"package.module:function"`` with ``root`` to write the folder."""
+    module, _, attr = str(prepare).partition(":")
+    try:
+        function = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ImageFolderError(
+            f"prepare: cannot import {prepare!r} (expected 'package.module:function'): {err}"
+        ) from err
+    function(root)
+
+
 def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
 
@@ -46,20 +60,20 @@ def list_images(root: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     images (classes numbered in the sorted order of their names).
     """
     if not root.is_dir():
-        raise ImageFolderError(f"path: {root} is not a folder" if root.exists()
-                               else f"path: folder not found: {root}")
+        raise ImageFolderError(f"folder: {root} is not a folder" if root.exists()
+                               else f"folder: not found: {root}")
     entries = sorted(root.iterdir())
     files = [p for p in entries if is_image(p)]
     classes = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     classes = [c for c in classes if any(is_image(p) for p in c.iterdir())]
     if files and classes:
-        raise ImageFolderError(f"path: {root} holds both images and class folders "
+        raise ImageFolderError(f"folder: {root} holds both images and class folders "
                                f"({classes[0].name}/); put every image in a class folder, or none")
     if files:
         return files, None, []
     if not classes:
-        raise ImageFolderError(f"path: {root} holds no images ({', '.join(EXTENSIONS)}), directly "
-                               "or in class folders")
+        raise ImageFolderError(f"folder: {root} holds no images ({', '.join(EXTENSIONS)}), "
+                               "directly or in class folders")
     paths, labels = [], []
     for label, folder in enumerate(classes):
         for p in sorted(folder.iterdir()):
@@ -104,16 +118,20 @@ class ImageFolder(FiniteData):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        folder: str | os.PathLike,
         size: int | list[int] | None = None,
         channels: int = 3,
         crop: bool = True,
         cache: bool = False,
+        prepare: str | None = None,
+        labels: bool = True,
     ) -> None:
-        root = Path(path).expanduser()
+        root = Path(folder).expanduser()
+        if prepare is not None and not root.exists():
+            run_prepare(prepare, root)
         if channels not in MODES:
             raise ImageFolderError(f"channels must be one of 1, 3, 4; got {channels!r}")
-        self.files, labels, self.classes = list_images(root)
+        self.files, classes, self.classes = list_images(root)
         sizes = {p: image_size(p) for p in self.files}
         if size is None:
             first = self.files[0]
@@ -132,7 +150,8 @@ class ImageFolder(FiniteData):
             self.size = tuple(pair)
         self.channels, self.crop = channels, crop
         self.cached: Tensor | None = None
-        super().__init__(len(self.files), (channels, *self.size), labels, False, str(root))
+        classes = classes if labels else None
+        super().__init__(len(self.files), (channels, *self.size), classes, False, str(root))
         if cache:
             self.cached = self.decode(torch.arange(len(self.files)))
 
@@ -157,24 +176,31 @@ class ImageFolder(FiniteData):
 
 @DISTRIBUTIONS.register("image_folder")
 def image_folder(
-    path: str,
+    folder: str,
     size: int | list[int] | None = None,
     channels: int = 3,
     crop: bool = True,
     cache: bool = False,
+    prepare: str | None = None,
+    labels: bool = True,
 ) -> ImageFolder:
     """A folder of images as (channels, height, width) tensors in [-1, 1]; class folders → y.
 
     Args:
-        path: the folder (in YAML, relative to the YAML file): images directly in it, or one
+        folder: the folder (in YAML, relative to the YAML file): images directly in it, or one
             subfolder per class (labels ``cond["y"]`` numbered in sorted folder-name order).
         size: ``[height, width]`` (or one integer for square images) to bring every image to;
             None: all images must already have one size.
         channels: 1 (grey), 3 (RGB) or 4 (RGBA).
         crop: scale the shorter side to the size and cut the centre (true) or stretch (false).
         cache: decode every image once when the data is built (memory: N·C·H·W floats).
+        prepare: ``"package.module:function"`` called as ``function(folder)`` to write the folder
+            when it does not exist yet (e.g. ``flowkit.data.sample_photos:write_patches``).
+        labels: return the class folders' labels as ``cond["y"]`` (false: ignore them).
     """
-    return ImageFolder(path, size=size, channels=channels, crop=crop, cache=cache)
+    return ImageFolder(
+        folder, size, channels, crop=crop, cache=cache, prepare=prepare, labels=labels
+    )
 
 
-image_folder.resolve_paths = absolute_paths
+image_folder.resolve_paths = partial(absolute_paths, names=("folder",))

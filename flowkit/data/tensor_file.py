@@ -42,7 +42,7 @@ def labels_from(path: Path, labels: str, data_key: str | None) -> Tensor:
 def check_event_shape(shape: Sequence[int] | None, array: ArrayFile) -> tuple[int, ...]:
     """One row's shape: the file's ``shape[1:]``, or ``shape`` when its size matches."""
     if len(array.shape) < 2:
-        raise ArrayFileError(f"path: {array.path} holds an array of shape {array.shape}; expected "
+        raise ArrayFileError(f"file: {array.path} holds an array of shape {array.shape}; expected "
                              "(N, ...) with one row per sample (a 1-D array of N values needs "
                              "shape: [1])")
     row = tuple(array.shape[1:])
@@ -60,13 +60,13 @@ class TensorFile(FiniteData):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        file: str | os.PathLike,
         key: str | None = None,
         labels: str | None = None,
         shape: Sequence[int] | None = None,
         standardize: bool | Standardization = False,
     ) -> None:
-        path = Path(path).expanduser()
+        path = Path(file).expanduser()
         self.array = open_array(path, key)
         event_shape = check_event_shape(shape, self.array)
         label_values = None if labels is None else labels_from(path, labels, self.array.key)
@@ -81,7 +81,7 @@ class TensorFile(FiniteData):
 
 @DISTRIBUTIONS.register("tensor_file")
 def tensor_file(
-    path: str,
+    file: str,
     key: str | None = None,
     labels: str | None = None,
     shape: list[int] | None = None,
@@ -90,7 +90,7 @@ def tensor_file(
     """Rows of an array in a .npy / .npz / .pt / .safetensors file, read by shuffled epochs.
 
     Args:
-        path: the file; in YAML, relative to the YAML file.
+        file: the file; in YAML, relative to the YAML file.
         key: the array's name in a file holding several (.npz, a dict in .pt, .safetensors).
         labels: class labels returned as ``cond["y"]``: a key of the same file, or a file
             holding one 1-D integer array.
@@ -102,17 +102,17 @@ def tensor_file(
         >>> import numpy as np, torch, flowkit as fk, tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
         >>> np.save(path, np.random.default_rng(0).normal(size=(100, 3)))
-        >>> data = fk.data.build({"name": "tensor_file", "path": path})
+        >>> data = fk.data.build({"name": "tensor_file", "file": path})
         >>> tuple(data.sample(8, torch.Generator().manual_seed(0)).shape)
         (8, 3)
     """
-    return TensorFile(path, key=key, labels=labels, shape=shape, standardize=standardize)
+    return TensorFile(file, key=key, labels=labels, shape=shape, standardize=standardize)
 
 
 def resolve_paths(options: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """``path``, and ``labels`` when it names a file, made absolute against ``directory``."""
+    """``file``, and ``labels`` when it names a file, made absolute against ``directory``."""
     labels_file = Path(str(options.get("labels"))).suffix.lower() in SUFFIXES
-    return absolute_paths(options, directory, ("path", "labels") if labels_file else ("path",))
+    return absolute_paths(options, directory, ("file", "labels") if labels_file else ("file",))
 
 
 tensor_file.resolve_paths = resolve_paths

@@ -7,6 +7,9 @@
   top: mappings merge key by key, anything else (lists included) is replaced. Relative paths are
   resolved against the including file; a bare name without ``.yaml`` (``extends: default``) names
   a built-in experiment shipped in ``flowkit/experiment/``.
+- Data files named in a file (``tensor_file``'s ``path``, ``image_folder``'s ``path``) are
+  relative to that file (:func:`resolve_data_paths`); in ``--set`` and mappings, to the
+  working directory.
 - ``--set key.path=value`` sets one value; the key path uses dots and list indices
   (``stages[1].training.steps=100`` or ``stages.1.training.steps=100``), the value is parsed as YAML
   (``lr=3e-4`` is a float, ``steps=[1,2]`` a list, ``ema=null`` None). Setting an option of a
@@ -24,6 +27,7 @@ from typing import Any
 from flowkit.checks import shown
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.yamlio import parse_yaml, read_text
+from flowkit.registry import DISTRIBUTIONS
 
 BUILTIN_DIR = Path(__file__).parent
 DEFAULT_EXPERIMENT = "default"
@@ -57,6 +61,7 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(
             [("", f"must be a mapping at the top level, got {shown(data)}")], str(path)
         )
+    data = resolve_data_paths(data, path.parent)
     bases = data.pop("extends", None)
     if bases is None:
         return data
@@ -69,6 +74,27 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         base_path = resolve_base(base, path.parent)
         merged = deep_merge(merged, read_file(base_path, (*chain, path)))
     return deep_merge(merged, data)
+
+
+def resolve_data_paths(node: Any, directory: Path) -> Any:
+    """``node`` with the file paths of data specs made absolute against ``directory`` (the
+    YAML file's), so that ``{name: tensor_file, path: x.npy}`` reads the ``x.npy`` beside it.
+
+    A mapping naming a registered distribution whose factory has a ``resolve_paths(options,
+    directory)`` attribute (``tensor_file``, ``image_folder``) is passed through it; the rest
+    is left as it is.
+    """
+    if isinstance(node, list):
+        return [resolve_data_paths(value, directory) for value in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: resolve_data_paths(value, directory) for key, value in node.items()}
+    name = node.get("name")
+    if isinstance(name, str) and name in DISTRIBUTIONS:
+        resolve = getattr(DISTRIBUTIONS.get(name).factory, "resolve_paths", None)
+        if callable(resolve):
+            return resolve(node, directory)
+    return node
 
 
 def resolve_base(name: str, directory: Path) -> Path:

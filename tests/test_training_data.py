@@ -1,0 +1,82 @@
+"""Finite data in training: epochs in the checkpoint, batches from worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import flowkit as fk
+from flowkit.checks import OptionError
+from flowkit.training.batches import BatchStream, batch_generator
+
+ROWS = torch.randn(100, 2, generator=torch.Generator().manual_seed(5)) * 0.5 + 1.0
+LABELS = torch.arange(100) % 3
+
+
+def new_flow() -> fk.Flow:
+    torch.manual_seed(0)
+    model = fk.models.build({"name": "mlp", "dim": 2, "hidden": 16, "depth": 1})
+    return fk.Flow(model, "rectified")
+
+
+def run(steps: int, coupling: str = "independent", **options) -> tuple[fk.Flow, list, dict]:
+    """Train on 100 rows (batch 32: epochs end mid-batch); returns flow, losses, data state."""
+    flow, data = new_flow(), fk.data.from_tensor(ROWS)
+    spec = {"name": coupling, "source": "gaussian", "target": data}
+    history = fk.train(flow, spec, steps=steps, batch_size=32, seed=7, progress=False, **options)
+    return flow, history.losses, data.state_dict()
+
+
+def same_weights(a: fk.Flow, b: fk.Flow) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resumed_run_reads_the_data_of_the_uninterrupted_one(tmp_path: Path, workers: int) -> None:
+    """Stopped at step 5 (position 160: in the middle of the second epoch), resumed to 9."""
+    full_flow, full_losses, full_state = run(9, num_workers=workers)
+    run(5, checkpoint_dir=tmp_path, num_workers=workers)
+    flow, losses, state = run(9, checkpoint_dir=tmp_path, resume=True, num_workers=workers)
+    assert losses == full_losses and same_weights(flow, full_flow)
+    assert state == full_state and state["position"] == 9 * 32
+
+
+def test_worker_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    one_flow, one, one_state = run(8, "minibatch_ot", num_workers=1)
+    two_flow, two, two_state = run(8, "minibatch_ot", num_workers=2)
+    assert one == two and same_weights(one_flow, two_flow) and one_state == two_state
+    # resumed with a different number of workers, still the same run
+    run(3, "minibatch_ot", num_workers=2, checkpoint_dir=tmp_path)
+    flow, losses, _ = run(8, "minibatch_ot", num_workers=1, checkpoint_dir=tmp_path, resume=True)
+    assert losses == one and same_weights(flow, one_flow)
+
+
+def test_batch_k_is_a_function_of_the_seed_and_k() -> None:
+    """A worker's batch k equals the trainer's own draw with generator derive_seed(seed, k)
+    and the data at position start + k * batch_size."""
+    flow = new_flow()
+    data = fk.data.from_tensor(ROWS, labels=LABELS)
+    coupling = fk.couplings.build({"name": "independent", "source": "gaussian", "target": data})
+    config = fk.training.TrainConfig(steps=1, batch_size=32, num_workers=1)
+    trainer = fk.training.Trainer(flow, coupling, config, torch.Generator().manual_seed(0))
+    data.sampler.seed = 5  # drawn by the stream when it opens
+    stream = BatchStream(trainer, seed=11, first=0, starts=[40])
+    batch = stream.batch(3)
+    data.sampler.position = 40 + 3 * 32
+    trainer.generator = batch_generator(11, 3)
+    expected = trainer.draw_batch()
+    assert torch.equal(batch.x0, expected.x0) and torch.equal(batch.x1, expected.x1)
+    assert torch.equal(batch.t, expected.t) and torch.equal(batch.cond["y"], expected.cond["y"])
+    assert data.sampler.position == 40 + 4 * 32
+
+
+def test_num_workers_is_checked() -> None:
+    with pytest.raises(OptionError, match="num_workers"):
+        fk.train(new_flow(), "independent", steps=1, batch_size=4, num_workers=-1)
+
+
+def test_iid_toys_keep_no_epoch_state() -> None:
+    coupling = fk.couplings.build({"name": "independent", "source": "gaussian", "target": "moons"})
+    assert coupling.state_dict() == {} and coupling.epoch_samplers() == []
