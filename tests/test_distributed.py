@@ -129,6 +129,10 @@ def worker(rank: int, port: int, out: str) -> None:
         )
         bucketed = trainer.run(progress=False)
         buckets = trainer.ddp._get_ddp_logging_data()["num_buckets_reduced"]
+        accumulated_flow = make_flow(100 + rank)  # two micro-batches per step (no_sync first)
+        accumulated = fk.train(
+            accumulated_flow, COUPLING, STEPS, BATCH, lr=LR, seed=SEED, progress=False, accumulate=2
+        )
         torch.save(
             {
                 "info": (me.rank, me.world_size),
@@ -146,6 +150,7 @@ def worker(rank: int, port: int, out: str) -> None:
                 "bound": distributed.bound_cpus(),
                 "buckets": (buckets, bucketed.losses),
                 "bucketed_weights": small_buckets.state_dict(),
+                "accumulated": (accumulated.losses, accumulated_flow.state_dict()),
                 "thread_cpus": [
                     sorted(os.sched_getaffinity(int(tid))) for tid in os.listdir("/proc/self/task")
                 ],
@@ -211,6 +216,18 @@ def test_loss_rides_on_the_last_of_many_gradient_buckets(ranks):
         assert losses == r["losses"]
         for key, value in r["weights"].items():
             assert torch.equal(r["bucketed_weights"][key], value), key
+
+
+def test_accumulation_under_ddp_takes_the_same_steps(ranks):
+    # accumulate=2: the first micro-batch's backward skips the all-reduce (no_sync), the second
+    # reduces the summed gradient and carries the whole step's loss: the run of accumulate=1 up
+    # to float32 rounding, and the same on both ranks.
+    for r in ranks:
+        losses, weights = r["accumulated"]
+        assert losses == pytest.approx(r["losses"], rel=1e-5)
+        for key, value in weights.items():
+            torch.testing.assert_close(value, r["weights"][key], rtol=0, atol=1e-5)
+    assert ranks[0]["accumulated"][0] == ranks[1]["accumulated"][0]
 
 
 def test_distributed_resume_is_exact(ranks):
