@@ -252,3 +252,32 @@ def test_yaml_paths_are_relative_to_the_yaml_file(tmp_path: Path, monkeypatch) -
     )
     with pytest.raises(ConfigError, match=r"data\.target.*file not found: .*exp/nothere\.npy"):
         validate(load_config(tmp_path / "exp" / "bad.yaml"))
+
+
+def test_standardisation_statistics_are_stored_in_the_run(tmp_path: Path) -> None:
+    """The run keeps the statistics it trained with: samples come back in data units even
+    after the data file changed."""
+    from flowkit.experiment.runner import load_run, sample_run
+
+    rows = np.random.default_rng(2).normal(10.0, 3.0, size=(400, 2))
+    np.save(tmp_path / "d.npy", rows)
+    config = {
+        "name": "std", "seed": 0,
+        "data": {"target": {"name": "tensor_file", "file": str(tmp_path / "d.npy"),
+                            "standardize": True}},
+        "model": {"name": "mlp", "dim": 2, "hidden": 16, "depth": 1},
+        "training": {"steps": 40, "batch_size": 64, "lr": 1e-2},
+        "evaluation": {"n_samples": 64, "solvers": [{"name": "euler", "steps": 4}],
+                       "metrics": ["w2"]},
+        "plots": {"n_points": 64, "trajectories": 4, "trajectory_steps": 4, "nfe": [4]},
+        "stages": [{"type": "train"}],
+    }
+    result = fk.run(config, out=tmp_path / "runs", quiet=True)
+    stored = json.loads((Path(result.run_dir) / "data_statistics.json").read_text())
+    assert np.allclose(stored["target"]["mean"], rows.mean(0))
+    assert np.allclose(stored["target"]["std"], rows.std(0))
+    np.save(tmp_path / "d.npy", rows * 100)  # the file changes after training
+    ctx = load_run(result.run_dir)
+    assert torch.allclose(ctx.target.stats.mean, torch.from_numpy(rows.mean(0)))
+    samples = sample_run(result.run_dir, n=2000, solver="euler", steps=8)
+    assert abs(float(samples.mean()) - 10.0) < 1.5 and 1.0 < float(samples.std()) < 6.0

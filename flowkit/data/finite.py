@@ -176,6 +176,13 @@ class FiniteData(Distribution):
             self._stats = fit_standardization(self)
         return self._stats
 
+    def use_statistics(self, stats: Standardization) -> None:
+        """Standardise with ``stats`` (e.g. those stored in a run) instead of computing them."""
+        if tuple(stats.mean.shape) != self.event_shape:
+            raise ValueError(f"{self.where}: standardization statistics of shape "
+                             f"{tuple(stats.mean.shape)} for rows of shape {self.event_shape}")
+        self.standardize = self._stats = stats
+
     def to_data(self, x: Tensor) -> Tensor:
         """Samples in the units the flow is trained in → data units (identity without
         standardisation)."""

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flowkit.experiment.components import build_coupling, build_data, build_flow, pick_device
+from flowkit.experiment.data_statistics import keep_statistics
 from flowkit.experiment.rundir import WEIGHTS_FILE, RunDir
 from flowkit.experiment.schema import Experiment
 from flowkit.flow import Flow
@@ -75,6 +76,7 @@ class Context:
         if experiment.threads is not None:
             torch.set_num_threads(experiment.threads)
         source, target = build_data(experiment.data)
+        keep_statistics(run, source, target)
         base = build_coupling(experiment.coupling, source, target)
         device = pick_device(experiment.device)
         return cls(experiment, run, device, source, target, base, base, quiet=quiet)

@@ -264,7 +264,8 @@ def sample_run(
     guidance: float | None = None,
     guidance_interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """``n`` samples of a run's flow (``stage``, default the last finished flow stage).
+    """``n`` samples of a run's flow (``stage``, default the last finished flow stage), in the
+    data's units (a standardised target's samples are mapped back with the run's statistics).
 
     The conditions are those of the run's data (drawn with the sources), or every sample of
     class ``label``; ``guidance`` (and ``guidance_interval``) guide a class-conditional flow
@@ -293,7 +294,8 @@ def sample_run(
         raise ConfigError([(key, err.detail)]) from None
     except ValueError as err:  # a condition without a null label (guidance)
         raise ConfigError([("--guidance", str(err))]) from None
-    return sol.x.cpu()
+    to_data = getattr(ctx.target, "to_data", None)
+    return sol.x.cpu() if to_data is None else to_data(sol.x.cpu())
 
 
 def class_condition(cond: dict[str, Any], label: int | None, flow: Flow) -> dict[str, Any]:
