@@ -7,37 +7,12 @@ import math
 
 import pytest
 import torch
+from conditional_toys import COUPLING, LabelNet
 from torch import Tensor, nn
 
 import flowkit as fk
 from flowkit.checks import OptionError
 from flowkit.conditions import drop_conditions, null_condition
-
-TARGET = {
-    "name": "gaussian_mixture",
-    "means": [[-2.0, 0.0], [2.0, 0.0], [0.0, 3.0]],
-    "labels": [0, 1, 2],
-    "std": 0.3,
-}
-COUPLING = {"name": "independent", "source": "gaussian", "target": TARGET}
-
-
-class LabelNet(nn.Module):
-    """A tiny class-conditional velocity net (3 classes, null label 3) that records its labels."""
-
-    num_classes = 3
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.embed = nn.Embedding(4, 8)
-        self.net = nn.Sequential(nn.Linear(3, 8), nn.SiLU(), nn.Linear(8, 2))
-        self.seen: list[Tensor] = []
-
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        self.seen.append(y.detach().clone())
-        h = self.net[0](torch.cat([x, t[:, None]], 1)) + self.embed(y)
-        return self.net[2](self.net[1](h))
 
 
 def test_labels_are_replaced_by_the_null_label_at_the_given_rate() -> None:

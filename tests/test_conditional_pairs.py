@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import Tensor, nn
+from conditional_toys import COUPLING, TARGET, LabelNet
 
 import flowkit as fk
 from flowkit.couplings.store import StoreMismatchError
@@ -13,33 +13,9 @@ from flowkit.experiment.config import load_config
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.schema import validate
 
-TARGET = {
-    "name": "gaussian_mixture",
-    "means": [[-3.0, 0.0], [3.0, 0.0], [0.0, 3.0]],
-    "labels": [0, 1, 2],
-    "std": 0.4,
-}
-COUPLING = {"name": "independent", "source": "gaussian", "target": TARGET}
-
-
-class Teacher(nn.Module):
-    """A class-conditional field (3 classes, null label 3) that records the labels it sees."""
-
-    num_classes = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = nn.Embedding(4, 2)
-        self.seen: list[Tensor] = []
-
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        self.seen.append(y.detach().clone())
-        return self.embed(y) - x * t[:, None]
-
 
 def test_reflow_pairs_keep_their_labels_in_memory_and_in_the_store(tmp_path) -> None:
-    teacher = fk.Flow(Teacher())
+    teacher = fk.Flow(LabelNet())
     options = {"solver": "euler", "steps": 4, "num_pairs": 50, "chunk_size": 20, "seed": 1}
     pairs = fk.reflow(teacher, COUPLING, progress=False, **options)
     stored = fk.reflow(teacher, COUPLING, store=tmp_path / "pairs", progress=False, **options)
@@ -52,7 +28,7 @@ def test_reflow_pairs_keep_their_labels_in_memory_and_in_the_store(tmp_path) -> 
 
 
 def test_a_guided_teacher_makes_the_guided_pairs(tmp_path) -> None:
-    teacher = fk.Flow(Teacher())
+    teacher = fk.Flow(LabelNet())
     options = {"solver": "euler", "steps": 4, "num_pairs": 30, "seed": 2, "progress": False}
     guided = fk.reflow(teacher, COUPLING, guidance=3.0, store=tmp_path / "p", **options)
     expected = fk.sample(
@@ -66,8 +42,8 @@ def test_a_guided_teacher_makes_the_guided_pairs(tmp_path) -> None:
 
 @pytest.mark.parametrize("steps_k", [1, 2])
 def test_the_distilled_student_is_trained_with_the_labels_of_its_pairs(steps_k: int) -> None:
-    teacher = fk.Flow(Teacher())
-    student_model = Teacher()
+    teacher = fk.Flow(LabelNet())
+    student_model = LabelNet()
     result = fk.distill(
         teacher,
         fk.Flow(student_model),

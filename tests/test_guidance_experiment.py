@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conditional_toys import TARGET
 
 import flowkit as fk
 from flowkit.cli import main
@@ -16,12 +17,6 @@ from flowkit.experiment.rundir import RunDir
 from flowkit.experiment.runner import sample_run
 from flowkit.experiment.schema import validate
 
-TARGET = {
-    "name": "gaussian_mixture",
-    "means": [[-3.0, 0.0], [3.0, 0.0], [0.0, 3.0]],
-    "labels": [0, 1, 2],
-    "std": 0.4,
-}
 CONDITIONAL = {
     "name": "conditional",
     "data": {"source": "gaussian", "target": TARGET},

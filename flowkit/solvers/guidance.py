@@ -18,8 +18,9 @@ SCALE = Real()
 
 def guided_velocity(v_cond: Tensor, v_null: Tensor, scale: float | Tensor) -> Tensor:
     """``v = v_null + w·(v_cond − v_null)``: w = 1 the conditional field, w = 0 the
-    unconditional one, w > 1 extrapolates away from the unconditional prediction."""
-    return v_null + scale * (v_cond - v_null)
+    unconditional one, w > 1 extrapolates away from the unconditional prediction (one fused
+    ``torch.lerp``, exact at w = 0 and w = 1)."""
+    return torch.lerp(v_null, v_cond, scale)
 
 
 def check_interval(interval: Any, name: str = "guidance_interval") -> tuple[float, float] | None:
