@@ -187,32 +187,42 @@ def evaluate(flow: fk.Flow, sets: list[tuple[Tensor, Tensor, Tensor]]) -> dict[s
     return {k: statistics.fmean(v) for k, v in out.items()}
 
 
-def quality(batches: list[int], seeds: int, steps: int) -> list[dict[str, Any]]:
-    """Train every (batch, coupling) with ``seeds`` seeds; median of each figure over seeds."""
+def quality(
+    batches: list[int], seeds: int, steps: int, rows: list[dict[str, Any]], save: Any
+) -> list[dict[str, Any]]:
+    """Train every (batch, coupling) with ``seeds`` seeds; median of each figure over seeds.
+
+    Rows already in ``rows`` (same seeds and steps) are kept; ``save()`` runs after each new row,
+    so an interrupted run continues where it stopped. The slow exact rows come last.
+    """
     sets = [low_variance_sets(Settings(), repeat) for repeat in range(3)]
-    rows = []
-    for batch in batches:
-        kinds = ["independent", "chunked"] + (["exact"] if batch <= EXACT_MAX else [])
-        for kind in kinds:
-            per_seed = []
-            for seed in range(seeds):
-                torch.manual_seed(seed)
-                flow = fk.Flow(fk.models.build(MODEL), "rectified")
-                fk.train(
-                    flow,
-                    coupling_spec(kind, batch),
-                    steps,
-                    batch,
-                    lr=3e-3,
-                    lr_schedule="cosine",
-                    seed=seed,
-                    progress=False,
-                )
-                per_seed.append(evaluate(flow, sets))
-            row = {"batch": batch, "kind": kind, "seeds": seeds, "steps": steps}
-            row |= {k: statistics.median(s[k] for s in per_seed) for k in per_seed[0]}
-            rows.append(row)
-            print(row, flush=True)
+    plan = [(b, k) for b in batches for k in ("independent", "chunked")]
+    plan += [(b, "exact") for b in batches if b <= EXACT_MAX]
+    rows[:] = [r for r in rows if (r["seeds"], r["steps"]) == (seeds, steps)]
+    done = {(r["batch"], r["kind"]) for r in rows}
+    for batch, kind in plan:
+        if (batch, kind) in done:
+            continue
+        per_seed = []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            flow = fk.Flow(fk.models.build(MODEL), "rectified")
+            fk.train(
+                flow,
+                coupling_spec(kind, batch),
+                steps,
+                batch,
+                lr=3e-3,
+                lr_schedule="cosine",
+                seed=seed,
+                progress=False,
+            )
+            per_seed.append(evaluate(flow, sets))
+        row = {"batch": batch, "kind": kind, "seeds": seeds, "steps": steps}
+        row |= {k: statistics.median(s[k] for s in per_seed) for k in per_seed[0]}
+        rows.append(row)
+        save()
+        print(row, flush=True)
     return rows
 
 
@@ -377,11 +387,16 @@ def main() -> None:
         data["sweep"] = sweep(args.batches, 3)
     if "speed" in args.parts:
         data["speed"] = speed(args.batches, workers, args.rounds, args.step_time)
-    if "quality" in args.parts:
-        data["quality"] = quality(args.batches, args.seeds, args.steps)
-    data["load"] = f"Load of the last run: {start} at the start, {load_average()} at the end."
     store.parent.mkdir(parents=True, exist_ok=True)
-    store.write_text(json.dumps(data, indent=1))
+
+    def save() -> None:
+        store.write_text(json.dumps(data, indent=1))
+
+    if "quality" in args.parts:
+        data["quality"] = data.get("quality", [])
+        quality(args.batches, args.seeds, args.steps, data["quality"], save)
+    data["load"] = f"Load of the last run: {start} at the start, {load_average()} at the end."
+    save()
     write_page(page(data, "python benchmarks/coupling_overhead.py"), args.out)
 
 
