@@ -61,6 +61,24 @@ def train_run(
     )
 
 
+def worker_batches_run(ckpt: Path) -> tuple[fk.History, fk.History, dict, dict]:
+    """Finite data through worker processes: a straight run (1 worker) and one stopped at step
+    2 (2 workers) and resumed (1 worker); returns both histories and final weights."""
+    rows = torch.randn(40, 2, generator=torch.Generator().manual_seed(9))
+
+    def run(flow: fk.Flow, steps: int, directory: Path, workers: int, resume: bool = False):
+        coupling = {"name": "independent", "source": "gaussian",
+                    "target": fk.data.from_tensor(rows)}
+        return fk.train(flow, coupling, steps, BATCH, lr=LR, seed=SEED, progress=False,
+                        checkpoint_dir=directory, resume=resume, num_workers=workers)
+
+    full_flow, flow = make_flow(5), make_flow(5)
+    full = run(full_flow, STEPS, ckpt / "full", 1)
+    run(flow, STEPS // 2, ckpt / "split", 2)
+    again = run(flow, STEPS, ckpt / "split", 1, resume=True)
+    return full, again, full_flow.state_dict(), flow.state_dict()
+
+
 def bad_config() -> None:
     raise ConfigError([("training.lr", "must be a number > 0, got -1")], "x.yaml")
 
@@ -118,6 +136,7 @@ def worker(rank: int, port: int, out: str) -> None:
         x0 = torch.randn(N_SAMPLE, 2, generator=torch.Generator().manual_seed(1))
         sol = distributed.sharded_sample(teacher, x0, solver="heun", steps=5)
         paired_full, paired_again = resume_pairs(memory, out_dir / "ckpt_pairs")
+        workers = worker_batches_run(out_dir / "ckpt_workers")
         small_buckets = make_flow(100 + rank)  # many gradient buckets; the loss rides the last
         trainer = DistributedTrainer(
             small_buckets,
@@ -151,6 +170,7 @@ def worker(rank: int, port: int, out: str) -> None:
                 "buckets": (buckets, bucketed.losses),
                 "bucketed_weights": small_buckets.state_dict(),
                 "accumulated": (accumulated.losses, accumulated_flow.state_dict()),
+                "workers": (workers[0].losses, workers[1].losses, workers[2], workers[3]),
                 "thread_cpus": [
                     sorted(os.sched_getaffinity(int(tid))) for tid in os.listdir("/proc/self/task")
                 ],
@@ -238,6 +258,18 @@ def test_distributed_resume_is_exact(ranks):
             assert torch.equal(r["resumed_weights"][key], value), key
         full, again = r["paired_losses"]  # each rank's epoch order of the pairs is restored too
         assert again == full and len(full) == STEPS
+
+
+def test_worker_batches_under_ddp_resume_exactly(ranks):
+    # num_workers under DDP: each rank's own stream, the same whether 1 or 2 workers draw it,
+    # resumed exactly (the finite data's epoch position included); the ranks' weights agree.
+    for r in ranks:
+        full, again, full_weights, weights = r["workers"]
+        assert again == full and len(full) == STEPS
+        assert all(torch.equal(weights[k], v) for k, v in full_weights.items())
+    assert all(
+        torch.equal(ranks[0]["workers"][2][k], v) for k, v in ranks[1]["workers"][2].items()
+    )
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < WORLD, reason="needs a CPU per rank")
