@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from training_toys import ShiftCoupling, make_flow, weights_equal
+from training_toys import Interrupt, ShiftCoupling, make_flow, stop_at, weights_equal
 
 import flowkit as fk
 from flowkit.checks import OptionError
@@ -15,18 +15,6 @@ from flowkit.training.precision import MixedStep, micro_batches
 from flowkit.training.trainer import TrainBatch
 
 OPTIONS = {"lr": 3e-3, "grad_clip": 1.0, "progress": False}
-
-
-class Interrupt(Exception):
-    """Raised by a callback to stop a run midway."""
-
-
-def stop_at(step: int):
-    def callback(current: int, loss: float) -> None:
-        if current == step:
-            raise Interrupt
-
-    return callback
 
 
 def linear_output_dtypes(flow: fk.Flow) -> list[torch.dtype]:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from training_toys import ShiftCoupling, make_flow, weights_equal
+from training_toys import Interrupt, ShiftCoupling, make_flow, stop_at, weights_equal
 
 import flowkit as fk
 from flowkit.training import TrainConfig, Trainer, load_weights, read_checkpoint
@@ -23,18 +23,6 @@ OPTIONS = {
     "time_sampler": {"name": "logit_normal", "m": 0.2, "s": 1.0},
     "weighting": "velocity",
 }
-
-
-class Interrupt(Exception):
-    """Raised by a callback to stop a run midway, like a killed process."""
-
-
-def stop_at(step: int):
-    def callback(current: int, loss: float) -> None:
-        if current == step:
-            raise Interrupt
-
-    return callback
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):

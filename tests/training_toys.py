@@ -78,3 +78,17 @@ def weights_equal(a: nn.Module, b: nn.Module) -> bool:
     """Bitwise equality of two modules' state dicts."""
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class Interrupt(Exception):
+    """Raised by a callback to stop a run midway, like a killed process."""
+
+
+def stop_at(step: int):
+    """A ``fk.train`` callback that raises :class:`Interrupt` after step ``step``."""
+
+    def callback(current: int, loss: float) -> None:
+        if current == step:
+            raise Interrupt
+
+    return callback
