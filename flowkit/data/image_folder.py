@@ -112,9 +112,32 @@ def to_unit_range(pixels: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float() / 127.5 - 1
 
 
+@DISTRIBUTIONS.register("image_folder")
 class ImageFolder(FiniteData):
-    """Images of a folder as ``(channels, height, width)`` tensors in [−1, 1] (see
-    :func:`image_folder`)."""
+    """A folder of images as (channels, height, width) tensors in [-1, 1]; class folders → y.
+
+    Args:
+        folder: the folder (in YAML, relative to the YAML file): images directly in it, or one
+            subfolder per class (labels ``cond["y"]`` numbered in sorted folder-name order).
+        size: ``[height, width]`` (or one integer for square images) to bring every image to;
+            None: all images must already have one size.
+        channels: 1 (grey), 3 (RGB) or 4 (RGBA).
+        crop: scale the shorter side to the size and cut the centre (true) or stretch (false).
+        cache: decode every image once when the data is built (memory: N·C·H·W floats).
+        prepare: ``"package.module:function"`` called as ``function(folder)`` to write the folder
+            when it does not exist yet (e.g. ``flowkit.data.sample_photos:write_patches``).
+        labels: return the class folders' labels as ``cond["y"]`` (false: ignore them).
+
+    Example:
+        >>> import flowkit as fk, tempfile, os
+        >>> folder = os.path.join(tempfile.mkdtemp(), "patches")
+        >>> prepare = "flowkit.data.sample_photos:write_patches"
+        >>> data = fk.data.build({"name": "image_folder", "folder": folder, "prepare": prepare})
+        >>> data.classes, data.event_shape
+        (['china', 'flower'], (3, 32, 32))
+    """
+
+    resolve_paths = partial(absolute_paths, names=("folder",))
 
     def __init__(
         self,
@@ -172,35 +195,3 @@ class ImageFolder(FiniteData):
 
     def read_rows(self, index: Tensor) -> Tensor:
         return self.decode(index) if self.cached is None else self.cached[index]
-
-
-@DISTRIBUTIONS.register("image_folder")
-def image_folder(
-    folder: str,
-    size: int | list[int] | None = None,
-    channels: int = 3,
-    crop: bool = True,
-    cache: bool = False,
-    prepare: str | None = None,
-    labels: bool = True,
-) -> ImageFolder:
-    """A folder of images as (channels, height, width) tensors in [-1, 1]; class folders → y.
-
-    Args:
-        folder: the folder (in YAML, relative to the YAML file): images directly in it, or one
-            subfolder per class (labels ``cond["y"]`` numbered in sorted folder-name order).
-        size: ``[height, width]`` (or one integer for square images) to bring every image to;
-            None: all images must already have one size.
-        channels: 1 (grey), 3 (RGB) or 4 (RGBA).
-        crop: scale the shorter side to the size and cut the centre (true) or stretch (false).
-        cache: decode every image once when the data is built (memory: N·C·H·W floats).
-        prepare: ``"package.module:function"`` called as ``function(folder)`` to write the folder
-            when it does not exist yet (e.g. ``flowkit.data.sample_photos:write_patches``).
-        labels: return the class folders' labels as ``cond["y"]`` (false: ignore them).
-    """
-    return ImageFolder(
-        folder, size, channels, crop=crop, cache=cache, prepare=prepare, labels=labels
-    )
-
-
-image_folder.resolve_paths = partial(absolute_paths, names=("folder",))

@@ -55,8 +55,34 @@ def check_event_shape(shape: Sequence[int] | None, array: ArrayFile) -> tuple[in
     return shape
 
 
+@DISTRIBUTIONS.register("tensor_file")
 class TensorFile(FiniteData):
-    """Rows of an array in a file (see :func:`tensor_file`)."""
+    """Rows of an array in a .npy / .npz / .pt / .safetensors file, read by shuffled epochs.
+
+    Args:
+        file: the file; in YAML, relative to the YAML file.
+        key: the array's name in a file holding several (.npz, a dict in .pt, .safetensors).
+        labels: class labels returned as ``cond["y"]``: a key of the same file, or a file
+            holding one 1-D integer array.
+        shape: reshape each row to this shape (same number of values), e.g. ``[1, 28, 28]``.
+        standardize: train on ``(x − mean) / std`` per feature (statistics computed once over
+            the file and stored in the run); samples are mapped back to data units.
+
+    Example:
+        >>> import numpy as np, torch, flowkit as fk, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
+        >>> np.save(path, np.random.default_rng(0).normal(size=(100, 3)))
+        >>> data = fk.data.build({"name": "tensor_file", "file": path})
+        >>> tuple(data.sample(8, torch.Generator().manual_seed(0)).shape)
+        (8, 3)
+    """
+
+    @staticmethod
+    def resolve_paths(options: dict[str, Any], directory: Path) -> dict[str, Any]:
+        """``file``, and ``labels`` when it names a file, made absolute against ``directory``."""
+        labels_file = Path(str(options.get("labels"))).suffix.lower() in SUFFIXES
+        names = ("file", "labels") if labels_file else ("file",)
+        return absolute_paths(options, directory, names)
 
     def __init__(
         self,
@@ -77,42 +103,3 @@ class TensorFile(FiniteData):
 
     def read_rows(self, index: Tensor) -> Tensor:
         return self.array.rows(index).reshape(index.shape[0], *self.event_shape)
-
-
-@DISTRIBUTIONS.register("tensor_file")
-def tensor_file(
-    file: str,
-    key: str | None = None,
-    labels: str | None = None,
-    shape: list[int] | None = None,
-    standardize: bool = False,
-) -> TensorFile:
-    """Rows of an array in a .npy / .npz / .pt / .safetensors file, read by shuffled epochs.
-
-    Args:
-        file: the file; in YAML, relative to the YAML file.
-        key: the array's name in a file holding several (.npz, a dict in .pt, .safetensors).
-        labels: class labels returned as ``cond["y"]``: a key of the same file, or a file
-            holding one 1-D integer array.
-        shape: reshape each row to this shape (same number of values), e.g. ``[1, 28, 28]``.
-        standardize: train on ``(x − mean) / std`` per feature (statistics computed once over
-            the file and stored in the run); samples are mapped back to data units.
-
-    Example:
-        >>> import numpy as np, torch, flowkit as fk, tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "x.npy")
-        >>> np.save(path, np.random.default_rng(0).normal(size=(100, 3)))
-        >>> data = fk.data.build({"name": "tensor_file", "file": path})
-        >>> tuple(data.sample(8, torch.Generator().manual_seed(0)).shape)
-        (8, 3)
-    """
-    return TensorFile(file, key=key, labels=labels, shape=shape, standardize=standardize)
-
-
-def resolve_paths(options: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """``file``, and ``labels`` when it names a file, made absolute against ``directory``."""
-    labels_file = Path(str(options.get("labels"))).suffix.lower() in SUFFIXES
-    return absolute_paths(options, directory, ("file", "labels") if labels_file else ("file",))
-
-
-tensor_file.resolve_paths = resolve_paths
