@@ -18,6 +18,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SMALL_MODELS = {
     "mlp": ["model.hidden=16", "model.depth=1"],
     "conv": ["model.hidden=8", "model.groups=4", "model.depth=1"],
+    "unet": ["model.width=8", "model.groups=4", "model.mults=[1, 2]", "model.heads=2"],
 }
 
 
@@ -51,9 +52,10 @@ def shrink(config: dict) -> list[str]:
     return sets
 
 
-def test_there_are_seven_examples() -> None:
+def test_there_are_eight_examples() -> None:
     assert [p.stem for p in EXAMPLES] == [
         "digits",
+        "digits_conditional",
         "gaussians_to_moons_ot",
         "logit_normal",
         "moons_reflow",
@@ -84,7 +86,10 @@ def test_example_runs_shrunk(path: Path, tmp_path: Path) -> None:
     flows = [s.name for s in result.config.stages if s.produces_flow]
     assert list(result.flows) == flows
     evals = [r for r in result.metrics if r["kind"] == "eval"]
-    assert [(r["flow"], r["nfe"]) for r in evals] == [(f, k) for f in flows for k in (1, 2)]
+    scales = result.config.evaluation.guidance or [None]  # a row per guidance scale
+    assert [(r["flow"], r["nfe"], r.get("guidance")) for r in evals] == [
+        (f, k, w) for f in flows for k in (1, 2) for w in scales
+    ]
     assert all(math.isfinite(r["w2"]) for r in evals)
     assert (result.run_dir / "plots" / "evaluate_samples.png").is_file()
     assert (result.run_dir / "report.md").is_file()

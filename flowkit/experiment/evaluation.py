@@ -161,5 +161,7 @@ def evaluate_flows(
     if ctx.experiment.plots.enabled and ctx.run.writer:
         built = [registry("metrics").build(m) for m in options.metrics]
         metrics = [m.name for m in built if m.inputs == "samples"]  # plotted on log axes
-        write_plots(ctx, flows, data, stage, metrics[0] if metrics else None)
+        scales = options.guidance or [None]
+        grid = [{} if w is None else guidance_arguments(w, options) for w in scales]
+        write_plots(ctx, flows, data, stage, metrics[0] if metrics else None, grid)
     return rows

@@ -69,21 +69,22 @@ def class_grid_samples(
     flows: Mapping[str, Flow],
     data: Mapping[str, Any],
     classes: list[int],
-    guidance: Sequence[float | None],
+    guidance: Sequence[Mapping[str, Any]],
     steps: int,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Euler samples of every flow: :data:`PER_CLASS` per class (class after class) at every
-    guidance scale (None: unguided), from the same sources for every class and scale."""
+    """Euler samples of every flow: :data:`PER_CLASS` per class (class after class) for every
+    guidance setting (``fk.sample``'s ``guidance``/``guidance_interval``; empty: unguided),
+    from the same sources for every class and setting."""
     x0 = repeat(data["x0"][:PER_CLASS], "n ... -> (k n) ...", k=len(classes))
-    y = repeat(torch.tensor(classes, device=x0.device), "k -> (k n)", n=PER_CLASS)
+    cond = {LABEL_KEY: repeat(torch.tensor(classes, device=x0.device), "k -> (k n)", n=PER_CLASS)}
     return {
         name: {
-            "none" if w is None else f"{w:g}": flowkit.sample(
-                flow, x0, solver="euler", steps=steps, cond={LABEL_KEY: y}, guidance=w
+            f"{g['guidance']:g}" if g else "none": flowkit.sample(
+                flow, x0, solver="euler", steps=steps, cond=cond, **g
             )
             .x.cpu()
             .numpy()
-            for w in guidance
+            for g in guidance
         }
         for name, flow in flows.items()
     }
@@ -95,10 +96,10 @@ def write_plots(
     data: Mapping[str, Any],
     stage: str,
     metric: str | None,
-    guidance: Sequence[float | None] = (None,),
+    guidance: Sequence[Mapping[str, Any]] = ({},),
 ) -> None:
     """Write every plot that applies to this data; ``metric`` is the one plotted against NFE,
-    ``guidance`` the scales of the class grid (labelled images)."""
+    ``guidance`` the guidance settings (``fk.sample`` keywords) of the class grid's columns."""
     opts = ctx.experiment.plots
     records = ctx.run.read_metrics()
     train = [r for r in records if r.get("kind") == "train"]

@@ -39,6 +39,17 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(self.act(h))
 
 
+def output_head(width: int, channels: int, groups: int) -> nn.Sequential:
+    """``conv(act(norm(h)))`` from ``width`` features to ``channels``, its convolution initialised
+    to zero (an untrained network predicts 0)."""
+    head = nn.Sequential(
+        nn.GroupNorm(groups, width), nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1)
+    )
+    nn.init.zeros_(head[-1].weight)
+    nn.init.zeros_(head[-1].bias)
+    return head
+
+
 class SelfAttention(nn.Module):
     """``x + proj(attention(q, k, v))`` over the ``H·W`` pixels, with ``heads`` heads.
 

@@ -150,3 +150,19 @@ class ConditionEmbedding(nn.Module):
             vec = self.vectors(cond[VECTOR_KEY].to(self.vectors.weight.dtype))
             emb = vec if emb is None else emb + vec
         return None if emb is None else emb.to(dtype)
+
+
+class ConditionalModel(nn.Module):
+    """Base of the built-in models: their conditions are embedded by ``self.cond_embed`` (a
+    :class:`ConditionEmbedding`), whose sizes they declare as ``num_classes`` and ``cond_dim``
+    (None when absent; read by validation and by guidance for the null label)."""
+
+    cond_embed: ConditionEmbedding
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.cond_embed.num_classes
+
+    @property
+    def cond_dim(self) -> int | None:
+        return self.cond_embed.cond_dim

@@ -5,14 +5,14 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from flowkit.checks import Integer, OptionError, at_most
-from flowkit.models.blocks import ResBlock
-from flowkit.models.conditioning import ConditionEmbedding
+from flowkit.models.blocks import ResBlock, output_head
+from flowkit.models.conditioning import ConditionalModel, ConditionEmbedding
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 
 
 @MODELS.register("conv")
-class ConvNet(nn.Module):
+class ConvNet(ConditionalModel):
     """Time-conditioned residual conv net for images: ``x (B, C, H, W), t (B,) -> (B, C, H, W)``.
 
     A 3×3 input convolution, ``depth`` residual blocks whose normalised activations are scaled
@@ -67,19 +67,7 @@ class ConvNet(nn.Module):
         self.cond_embed = ConditionEmbedding(time_width, num_classes, cond_dim, "conv")
         self.inp = nn.Conv2d(channels, hidden, 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(hidden, time_width, groups) for _ in range(depth))
-        self.out = nn.Sequential(
-            nn.GroupNorm(groups, hidden), nn.SiLU(), nn.Conv2d(hidden, channels, 3, padding=1)
-        )
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.cond_embed.num_classes
-
-    @property
-    def cond_dim(self) -> int | None:
-        return self.cond_embed.cond_dim
+        self.out = output_head(hidden, channels, groups)
 
     def forward(self, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.checks import OneOf, at_most
-from flowkit.models.conditioning import ConditionEmbedding
+from flowkit.models.conditioning import ConditionalModel, ConditionEmbedding
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 
@@ -14,7 +14,7 @@ ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tan
 
 
 @MODELS.register("mlp")
-class MLP(nn.Module):
+class MLP(ConditionalModel):
     """Time-conditioned MLP acting on the last axis: ``x (..., dim), t (...) -> (..., dim)``.
 
     ``t`` of shape ``(B,)`` is broadcast over the middle axes, so the same network serves vectors
@@ -63,14 +63,6 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, dim))
         self.net = nn.Sequential(*layers)
         self.cond_embed = ConditionEmbedding(layers[0].out_features, num_classes, cond_dim, "mlp")
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.cond_embed.num_classes
-
-    @property
-    def cond_dim(self) -> int | None:
-        return self.cond_embed.cond_dim
 
     def forward(self, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
         if x.shape[-1] != self.dim:

@@ -8,14 +8,14 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.checks import Flag, Integer, ListOf, OptionError, at_most
-from flowkit.models.blocks import Downsample, ResBlock, SelfAttention, Upsample
-from flowkit.models.conditioning import ConditionEmbedding
+from flowkit.models.blocks import Downsample, ResBlock, SelfAttention, Upsample, output_head
+from flowkit.models.conditioning import ConditionalModel, ConditionEmbedding
 from flowkit.models.time_embedding import FourierTime
 from flowkit.registry import MODELS
 
 
 @MODELS.register("unet")
-class UNet(nn.Module):
+class UNet(ConditionalModel):
     """U-Net for images, conditioned on time and classes: ``x (B, C, H, W), t (B,) -> same shape``.
 
     Resolution level ``i`` has ``width · mults[i]`` channels and ``depth`` residual blocks
@@ -115,19 +115,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(Upsample(c))
                 self.up_attn.append(nn.Identity())
-        self.out = nn.Sequential(
-            nn.GroupNorm(groups, c), nn.SiLU(), nn.Conv2d(c, channels, 3, padding=1)
-        )
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.cond_embed.num_classes
-
-    @property
-    def cond_dim(self) -> int | None:
-        return self.cond_embed.cond_dim
+        self.out = output_head(c, channels, groups)
 
     def check_input(self, x: Tensor) -> None:
         """``x`` must be ``(B, channels, H, W)`` with ``H, W`` divisible by ``2^(levels − 1)``."""
