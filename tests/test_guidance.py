@@ -90,7 +90,8 @@ def two_call_reference(model: Labelled, y: torch.Tensor, w: float, interval=None
     return field
 
 
-SOLVER_OPTIONS = {"dopri5": {}, "bosh3": {}, "adaptive_heun": {}, "dopri8": {}}
+ADAPTIVE = {"rtol": 1e-3, "atol": 1e-3}
+SOLVER_OPTIONS = {name: ADAPTIVE for name in ("dopri5", "bosh3", "adaptive_heun", "dopri8")}
 
 
 @pytest.mark.parametrize("solver", fk.solvers.names())
