@@ -14,7 +14,8 @@ per solve over interleaved repeats and the ratios to the unguided solve. Times a
 single sampling thread by default (``--clock cpu``): on a shared machine wall time mostly measures
 the other processes.
 
-Usage (from the repository root): ``python benchmarks/guidance_cost.py [--quick] [--clock cpu|wall]``.
+Usage, from the repository root:
+``python benchmarks/guidance_cost.py [--quick] [--clock cpu|wall]``.
 """
 
 from __future__ import annotations
