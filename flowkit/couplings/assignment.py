@@ -38,10 +38,14 @@ def exact_assignment(cost: Tensor, max_iter: int | None = None) -> Tensor:
 
     Returns ``σ`` of shape ``(B,)``: target ``j`` is paired with source ``σ(j)``.
     """
-    c = cost.detach().cpu().double().numpy()
+    return torch.from_numpy(exact_permutation(cost.detach().cpu().double().numpy(), max_iter))
+
+
+def exact_permutation(c: np.ndarray, max_iter: int | None = None) -> np.ndarray:
+    """:func:`exact_assignment` of a float64 NumPy cost matrix, returning a NumPy ``σ``."""
     n = c.shape[0]
     if n <= HUNGARIAN_MAX:
-        return hungarian_assignment(c)
+        return hungarian_permutation(c)
     weights = np.full(n, 1.0 / n)
     limit = max(100_000, 10 * n * n) if max_iter is None else max_iter
     with warnings.catch_warnings():
@@ -50,17 +54,17 @@ def exact_assignment(cost: Tensor, max_iter: int | None = None) -> Tensor:
     perm = plan.argmax(axis=0)
     carried = plan[perm, np.arange(n)] > 0.5 / n
     if log["result_code"] == 1 and carried.all() and np.unique(perm).size == n:
-        return torch.from_numpy(perm)
-    return hungarian_assignment(c)
+        return perm
+    return hungarian_permutation(c)
 
 
-def hungarian_assignment(c: np.ndarray) -> Tensor:
+def hungarian_permutation(c: np.ndarray) -> np.ndarray:
     """The optimal permutation of cost ``c`` by ``scipy.optimize.linear_sum_assignment``
     (Jonker–Volgenant): target ``j`` gets source ``σ(j)``."""
     rows, cols = linear_sum_assignment(c.T)
     perm = np.empty_like(cols)
     perm[rows] = cols
-    return torch.from_numpy(perm)
+    return perm
 
 
 def sinkhorn_assignment(

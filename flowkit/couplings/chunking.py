@@ -78,7 +78,7 @@ def cut_axes(variance: np.ndarray, levels: int) -> list[int]:
 
 
 def balanced_partition(
-    x0: Tensor, x1: Tensor, chunk_size: int
+    x0: Tensor | np.ndarray, x1: Tensor | np.ndarray, chunk_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut two equal-size batches into cells of at most ``chunk_size`` samples of each side.
 
@@ -94,7 +94,7 @@ def balanced_partition(
     n = x0.shape[0]
     chunks = np.array([-(-n // chunk_size)])
     levels = int(chunks[0] - 1).bit_length()
-    z = np.concatenate([flat(x0), flat(x1)])
+    z = np.concatenate([flat(x0), flat(x1)])  # (2B, d) float64
     axes, variance = principal_axes(z, levels)
     # rank of every sample along every axis: one integer sort per level then orders the samples
     # by (side, cell, position along the axis)
@@ -121,37 +121,47 @@ def balanced_partition(
     return order0, order1, size
 
 
-def flat(x: Tensor) -> np.ndarray:
-    """Samples as a float64 array of shape ``(B, d)``."""
+def flat(x: Tensor | np.ndarray) -> np.ndarray:
+    """Samples as a float64 array of shape ``(B, d)`` (a float64 array is returned as it is)."""
+    if isinstance(x, np.ndarray):
+        return x
     return x.detach().cpu().flatten(1).double().numpy()
 
 
-def padded_cells(x: np.ndarray, order: np.ndarray, sizes: np.ndarray) -> Tensor:
+def padded_cells(x: np.ndarray, order: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Rows ``x[order]`` laid out cell by cell, zero-padded to ``(cells, max size, d)``."""
     start = np.repeat(np.cumsum(sizes) - sizes, sizes)
     cell = np.repeat(np.arange(len(sizes)), sizes)
     out = np.zeros((len(sizes), sizes.max(), x.shape[1]))
     out[cell, np.arange(len(order)) - start] = x[order]
-    return torch.from_numpy(out)
+    return out
+
+
+def cell_costs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared distances ``||a_i − b_j||²`` within each cell: ``(cells, k, d)`` arrays give
+    ``(cells, k, k)`` (``|a|² + |b|² − 2 a·b``, clipped at 0)."""
+    cost = (a * a).sum(2)[:, :, None] + (b * b).sum(2)[:, None, :] - 2 * a @ b.transpose(0, 2, 1)
+    return np.maximum(cost, 0.0, out=cost)
 
 
 def chunked_assignment(
-    x0: Tensor, x1: Tensor, chunk_size: int, assign: Callable[[Tensor], Tensor]
+    x0: Tensor, x1: Tensor, chunk_size: int, assign: Callable[[np.ndarray], np.ndarray]
 ) -> Tensor:
     """A permutation ``σ`` pairing target ``j`` with source ``σ(j)``, solved cell by cell.
 
     The batch is cut by :func:`balanced_partition`; the cost ``||x0_i − x1_j||²`` of every cell
-    is computed in one batched call and ``assign(cost)`` returns the permutation within a cell
-    (exact or entropic). Every source is used exactly once. A batch of at most ``chunk_size``
-    pairs is one cell: ``assign`` on the whole batch's cost.
+    is computed in one batched product and ``assign(cost)`` (a float64 NumPy matrix, e.g.
+    :func:`~flowkit.couplings.assignment.exact_permutation`) returns the permutation within a
+    cell. Every source is used exactly once. A batch of at most ``chunk_size`` pairs is one
+    cell: ``assign`` on the whole batch's cost.
     """
     n = x0.shape[0]
+    z0, z1 = flat(x0), flat(x1)
     if n <= chunk_size:
-        return assign(torch.cdist(x0.flatten(1).double(), x1.flatten(1).double()) ** 2)
-    order0, order1, sizes = balanced_partition(x0, x1, chunk_size)
-    a, b = padded_cells(flat(x0), order0, sizes), padded_cells(flat(x1), order1, sizes)
-    costs = torch.cdist(a, b) ** 2
-    local = [assign(costs[c, :s, :s]).numpy() for c, s in enumerate(sizes.tolist())]
+        return torch.from_numpy(assign(cell_costs(z0[None], z1[None])[0]))
+    order0, order1, sizes = balanced_partition(z0, z1, chunk_size)
+    costs = cell_costs(padded_cells(z0, order0, sizes), padded_cells(z1, order1, sizes))
+    local = [assign(costs[c, :s, :s]) for c, s in enumerate(sizes.tolist())]
     start = np.repeat(np.cumsum(sizes) - sizes, sizes)
     perm = np.empty(n, dtype=np.int64)
     perm[order1] = order0[start + np.concatenate(local)]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from flowkit.conditions import LABEL_KEY
 from flowkit.couplings.assignment import (
     exact_assignment,
+    exact_permutation,
     per_class_assignment,
     sinkhorn_assignment,
     squared_distances,
@@ -117,15 +119,19 @@ class MinibatchOTCoupling(IndependentCoupling):
     def assignment(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Tensor:
         """The permutation ``σ`` pairing target ``j`` with source ``σ(j)``: the configured
         method on the whole batch, or cell by cell with ``chunk_size``."""
-
-        def assign(cost: Tensor) -> Tensor:
+        if self.chunk_size is None:
+            cost = squared_distances(x0, x1)
             if self.method == "exact":
                 return exact_assignment(cost)
             return sinkhorn_assignment(cost, self.reg, generator, self.num_iter)
 
-        if self.chunk_size is None:
-            return assign(squared_distances(x0, x1))
-        return chunked_assignment(x0.detach().cpu(), x1.detach().cpu(), self.chunk_size, assign)
+        def assign(cost: np.ndarray) -> np.ndarray:
+            if self.method == "exact":
+                return exact_permutation(cost)
+            c = torch.from_numpy(cost)
+            return sinkhorn_assignment(c, self.reg, generator, self.num_iter).numpy()
+
+        return chunked_assignment(x0, x1, self.chunk_size, assign)
 
 
 def check_chunk_size(chunk_size: Any) -> int | None:
