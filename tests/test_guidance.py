@@ -215,3 +215,16 @@ def test_guidance_errors(kwargs: dict, match: str) -> None:
 def test_cfguidance_errors() -> None:
     with pytest.raises(ValueError, match="scale must be a number, got inf"):
         fk.CFGuidance(Labelled(), float("inf"), cond={"y": torch.zeros(2, dtype=torch.long)})
+
+
+def test_guidance_of_an_epsilon_model_equals_guidance_of_its_epsilon() -> None:
+    """Converting an epsilon prediction to a velocity is affine with the same coefficients for
+    both branches, so guiding velocities equals guiding the epsilons (the docs' claim)."""
+    model = Labelled()
+    flow = fk.Flow(model, "cosine", prediction="epsilon")
+    x, t, y = torch.randn(5, 2), torch.rand(5) * 0.9 + 0.05, torch.tensor([0, 1, 2, 1, 0])
+    null = torch.full_like(y, 3)
+    eps = torch.lerp(model(x, t, null), model(x, t, y), 2.5)
+    expected = flow.path.convert(eps, src="epsilon", dst="velocity", x_t=x, t=t)
+    got = fk.CFGuidance(flow, 2.5, cond={"y": y})(x, t)
+    torch.testing.assert_close(got, expected)
