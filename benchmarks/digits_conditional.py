@@ -10,7 +10,8 @@ process (all threads) and the load average of the machine (a shared machine infl
 time; the CPU time says what the run itself costs), and from the run's ``metrics.jsonl`` the
 classifier accuracy of the generated digits per solver and guidance scale beside the ceiling
 (the classifier's accuracy on held-out real digits). Targets: ≤ 5 minutes on 2 cores and
-accuracy ≥ 0.9 at the best guidance scale.
+accuracy ≥ 0.9 at the best guidance scale. It also times a training step of the default-size
+``unet`` on 8×8 digits and on 32×32 RGB images (CPU time, one thread).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from conditions import machine, write_page
 
 import flowkit as fk
@@ -32,7 +34,30 @@ TARGET_SECONDS = 300
 TARGET_ACCURACY = 0.9
 
 
-def page(wall: float, cpu: float, load: tuple[float, float], records: list[dict]) -> str:
+#: Default-size ``unet`` training steps timed: (name, image shape, batch size).
+STEP_SHAPES = (("8×8 digits", (1, 8, 8), 128), ("32×32 RGB", (3, 32, 32), 64))
+
+
+def step_seconds(shape: tuple[int, ...], batch: int, steps: int = 5) -> float:
+    """CPU seconds (this thread) of one Adam training step of the default-size class-conditional
+    ``unet`` on images of ``shape``, after one warm-up step."""
+    torch.manual_seed(0)
+    flow = fk.Flow(fk.models.build({"name": "unet", "channels": shape[0], "num_classes": 10}))
+    optimizer = torch.optim.Adam(flow.parameters())
+    x0, x1 = torch.randn(batch, *shape), torch.randn(batch, *shape)
+    cond = {"y": torch.randint(0, 11, (batch,))}
+    for i in range(steps + 1):
+        if i == 1:
+            start = time.thread_time()
+        flow.loss(x0, x1, torch.rand(batch), cond=cond).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return (time.thread_time() - start) / steps
+
+
+def page(
+    wall: float, cpu: float, load: tuple[float, float], records: list[dict], steps: list[str]
+) -> str:
     """The Markdown page of one run."""
     ceiling = next(r["held_out_accuracy"] for r in records if r["kind"] == "classifier")
     evals = [r for r in records if r["kind"] == "eval"]
@@ -67,6 +92,15 @@ def page(wall: float, cpu: float, load: tuple[float, float], records: list[dict]
         f"{r.get('energy_distance', float('nan')):.4f} |"
         for r in evals
     ]
+    lines += [
+        "",
+        "Default-size `unet` (width 32, mults [1, 2, 2], 10 classes), one torch thread, CPU time "
+        "of one Adam step:",
+        "",
+        "| images | batch | seconds per step |",
+        "|---|---|---|",
+        *steps,
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -81,7 +115,10 @@ def main() -> None:
         result = fk.run(EXAMPLE, out=tmp, quiet=True)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         records = RunDir(result.run_dir).read_metrics()
-    write_page(page(wall, cpu, (before, os.getloadavg()[0]), records), args.out)
+    load = (before, os.getloadavg()[0])
+    torch.set_num_threads(1)
+    steps = [f"| {n} | {b} | {step_seconds(s, b):.2f} |" for n, s, b in STEP_SHAPES]
+    write_page(page(wall, cpu, load, records, steps), args.out)
 
 
 if __name__ == "__main__":
