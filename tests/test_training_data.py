@@ -80,3 +80,18 @@ def test_num_workers_is_checked() -> None:
 def test_iid_toys_keep_no_epoch_state() -> None:
     coupling = fk.couplings.build({"name": "independent", "source": "gaussian", "target": "moons"})
     assert coupling.state_dict() == {} and coupling.epoch_samplers() == []
+
+
+def test_batches_travel_as_bytes_in_any_dtype() -> None:
+    from flowkit.training.batches import pack, unpack
+    from flowkit.training.trainer import TrainBatch
+
+    batch = TrainBatch(torch.randn(4, 2).bfloat16(), torch.randn(4, 2), torch.rand(4).double(),
+                       {"y": torch.arange(4)}, True)
+    kind, fields = pack(batch)
+    back = kind(**unpack(fields, lambda x: x))
+    assert kind is TrainBatch and back.t_in_range
+    for name in ("x0", "x1", "t"):
+        assert torch.equal(getattr(back, name), getattr(batch, name))
+        assert getattr(back, name).dtype == getattr(batch, name).dtype
+    assert torch.equal(back.cond["y"], batch.cond["y"])

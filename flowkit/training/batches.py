@@ -24,17 +24,25 @@ from one sequential generator, as it always has; those batches differ from the w
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import multiprocessing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from flowkit.data.epochs import draw_seed
 from flowkit.seeds import derive_seed
 
+NUMPY_DTYPES = {
+    torch.float16, torch.float32, torch.float64, torch.bool, torch.uint8, torch.int8,
+    torch.int16, torch.int32, torch.int64,
+}  # fmt: skip
+INTEGER_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 STATE_KEY = "worker_batches"
 """Key of the stream's state inside the checkpointed coupling state."""
 
@@ -47,6 +55,56 @@ def single_threaded(worker_id: int) -> None:
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         return
     threadpool_limits(1)
+
+
+def as_is(item: Any) -> Any:
+    """The loader's collate function: items travel as :func:`pack` made them."""
+    return item
+
+
+def to_wire(tensor: Tensor) -> tuple[np.ndarray, torch.dtype]:
+    """A CPU tensor as a numpy array (pickled by value through the loader's pipe) and its dtype;
+    a dtype numpy lacks (bfloat16, ...) travels as integers of its width.
+
+    Receiving bytes costs the training process about a quarter of what rebuilding a tensor
+    from a worker's shared memory does (0.25 ms against 1.0-1.6 ms per batch of 256 pairs,
+    measured on 2 loaded cores).
+    """
+    if tensor.dtype in NUMPY_DTYPES:
+        return tensor.numpy(), tensor.dtype
+    return tensor.view(INTEGER_OF_SIZE[tensor.element_size()]).numpy(), tensor.dtype
+
+
+def from_wire(array: np.ndarray, dtype: torch.dtype) -> Tensor:
+    """The tensor :func:`to_wire` sent."""
+    tensor = torch.from_numpy(array)
+    return tensor if tensor.dtype == dtype else tensor.view(dtype)
+
+
+def pack(batch: Any) -> tuple[type, dict[str, Any]]:
+    """A batch dataclass as its type and fields, tensors (and dicts of them) :func:`to_wire`."""
+    fields = {}
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, Tensor):
+            value = to_wire(value)
+        elif isinstance(value, dict):
+            value = {key: to_wire(v) if isinstance(v, Tensor) else v for key, v in value.items()}
+        fields[f.name] = value
+    return type(batch), fields
+
+
+def unpack(fields: dict[str, Any], to_device: Callable[[Tensor], Tensor]) -> dict[str, Any]:
+    """The fields :func:`pack` sent, tensors rebuilt and moved by ``to_device``."""
+
+    def restore(value: Any) -> Any:
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], torch.dtype):
+            return to_device(from_wire(*value))
+        if isinstance(value, dict):
+            return {key: restore(v) for key, v in value.items()}
+        return value
+
+    return {name: restore(value) for name, value in fields.items()}
 
 
 def batch_generator(seed: int, k: int) -> torch.Generator:
@@ -81,7 +139,7 @@ class BatchStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         for k in itertools.count(self.first + worker, workers):
-            yield self.batch(k)
+            yield pack(self.batch(k))
 
 
 class WorkerBatches:
@@ -118,6 +176,7 @@ class WorkerBatches:
             batch_size=None,
             num_workers=trainer.config.num_workers,
             worker_init_fn=single_threaded,
+            collate_fn=as_is,
             multiprocessing_context=loader_context(),
         )
         self.iterator = iter(loader)
@@ -126,12 +185,9 @@ class WorkerBatches:
         """The next batch, on the trainer's device."""
         if self.iterator is None:
             self.open()
-        batch = next(self.iterator)
+        kind, fields = next(self.iterator)
         self.next_index += 1
-        to_device = self.trainer.to_device
-        batch.x0, batch.x1, batch.t = to_device(batch.x0), to_device(batch.x1), to_device(batch.t)
-        batch.cond = {key: to_device(value) for key, value in batch.cond.items()}
-        return batch
+        return kind(**unpack(fields, self.trainer.to_device))
 
     def close(self) -> None:
         """Stop the workers (batches they prepared ahead are dropped; :attr:`next_index` is the
