@@ -46,8 +46,9 @@ class Counting:
 )
 def test_logsnr_methods_equal_diffusers_on_the_same_grid(scheduler, solver, order) -> None:
     """On a flow-sigma grid from σ = 0.999 to 0 the logsnr methods are diffusers' (float64
-    sigmas; diffusers' DPM keeps some float32 scalars: 3e-7). The grid starts inside [eps, 1 − eps]: flowkit takes λ at the clamped time there,
-    diffusers at its first sigma, and the methods differ only by that choice."""
+    sigmas; diffusers' DPM keeps some float32 scalars: 3e-7). The grid starts inside
+    [eps, 1 − eps]: where it does not, flowkit takes λ at the clamped time and diffusers at its
+    first sigma, and the methods differ by that choice only."""
     field = oracle()
     x0 = start()
     sigmas = torch.linspace(0.999, 0.0, 10, dtype=torch.float64)
@@ -180,7 +181,7 @@ def test_frozen_tokens_stay_under_multistep_solvers() -> None:
 def test_option_errors_name_the_option() -> None:
     with pytest.raises(OptionError, match="order"):
         fk.sample(oracle(), start(2), "dpm_solver_pp", steps=4, order=4)
-    with pytest.raises(OptionError, match="interpolation.*flow_time"):
+    with pytest.raises(OptionError, match=r"interpolation.*flow_time"):
         fk.sample(oracle(), start(2), "unipc", steps=4, interpolation="flowtime")
     with pytest.raises(ValueError, match="path"):
         fk.sample(lambda x, t: x, start(2), "unipc", steps=4)

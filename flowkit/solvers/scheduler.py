@@ -80,8 +80,11 @@ class FlowScheduler:
         mu: float | None = None,
         timesteps: Sequence[float] | Tensor | None = None,
         sigmas: Sequence[float] | Tensor | None = None,
+        spacing: str | dict | None = None,
+        terminal: float | None = None,
     ) -> None:
-        """Set the grid from ``num_steps`` (optionally shifted), ``timesteps`` or ``sigmas``.
+        """Set the grid from ``num_steps`` (optionally spaced, shifted and stretched, as
+        :func:`~flowkit.solvers.grid.make_grid` does), ``timesteps`` or ``sigmas``.
 
         ``timesteps`` is a full grid in flowkit time (t = 0 noise) including the final time;
         ``sigmas`` a diffusers-convention list (σ = 1 − t, ending at 0 for a full solve).
@@ -89,7 +92,9 @@ class FlowScheduler:
         if timesteps is not None and sigmas is not None:
             raise ValueError("pass at most one of timesteps= and sigmas=")
         grid = grid_from_sigmas(sigmas) if sigmas is not None else timesteps
-        g = make_grid(steps=num_steps, grid=grid, shift=shift, mu=mu)
+        g = make_grid(
+            steps=num_steps, grid=grid, shift=shift, mu=mu, spacing=spacing, terminal=terminal
+        )
         if g[-1] <= g[0]:
             raise ValueError("FlowScheduler samples forwards: the grid must increase")
         self.grid = g
