@@ -134,10 +134,16 @@ def image_tile(images: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
 def show_mosaic(
     ax: Any, images: np.ndarray, cols: int, lo: float | None = None, hi: float | None = None
 ) -> int:
-    """Draw ``images`` ``(N, C, H, W)`` as a mosaic of ``cols`` columns on ``ax`` (grey scale for
-    one channel, grey levels clipped to ``[lo, hi]``), without ticks; returns its height."""
+    """Draw ``images`` ``(N, C, H, W)`` as a mosaic of ``cols`` columns on ``ax``, without ticks;
+    returns its height. Values are shown from ``lo`` to ``hi`` (default: the mosaic's range): as
+    grey levels for one channel, rescaled to [0, 1] for RGB (what matplotlib expects)."""
     tile = image_tile(images, cols)
-    ax.imshow(tile.squeeze(-1) if tile.shape[-1] == 1 else tile, cmap="gray", vmin=lo, vmax=hi)
+    if tile.shape[-1] == 1:
+        ax.imshow(tile[..., 0], cmap="gray", vmin=lo, vmax=hi)
+    else:
+        lo = tile.min() if lo is None else lo
+        hi = tile.max() if hi is None else hi
+        ax.imshow(np.clip((tile - lo) / max(hi - lo, 1e-12), 0.0, 1.0))
     ax.set(xticks=[], yticks=[])
     return tile.shape[0]
 
