@@ -21,19 +21,13 @@ def diffusers_sigmas(n: int, **config) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("n", [4, 10, 25])
-def test_karras_matches_diffusers_flow_sigmas(n: int) -> None:
-    """diffusers: n Karras sigmas from its σ_max to σ_min, then 0; ours on the same span."""
-    sigmas = diffusers_sigmas(n, use_karras_sigmas=True)
+@pytest.mark.parametrize(("option", "spacing"), [("use_karras_sigmas", "karras"),
+                                                 ("use_beta_sigmas", "beta")])
+def test_spacing_matches_diffusers_flow_sigmas(n: int, option: str, spacing: str) -> None:
+    """diffusers: n sigmas from its σ_max to σ_min, then 0; ours on the same span."""
+    sigmas = diffusers_sigmas(n, **{option: True})
     lo, hi = 1.0 - float(sigmas[0]), 1.0 - float(sigmas[n - 1])
-    ours = make_grid(steps=n - 1, t_start=lo, t_end=hi, spacing="karras")
-    torch.testing.assert_close(1.0 - ours, sigmas[:n], rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("n", [4, 10, 25])
-def test_beta_matches_diffusers_flow_sigmas(n: int) -> None:
-    sigmas = diffusers_sigmas(n, use_beta_sigmas=True)
-    lo, hi = 1.0 - float(sigmas[0]), 1.0 - float(sigmas[n - 1])
-    ours = make_grid(steps=n - 1, t_start=lo, t_end=hi, spacing="beta")
+    ours = make_grid(steps=n - 1, t_start=lo, t_end=hi, spacing=spacing)
     torch.testing.assert_close(1.0 - ours, sigmas[:n], rtol=0, atol=1e-6)
 
 
