@@ -156,7 +156,8 @@ class Evaluation:
         ],
     )
     metrics: list[Spec] = option(
-        "Sample metrics comparing generated and target samples (`flowkit list metrics`).",
+        "Sample metrics comparing generated and target samples, or generated samples and their "
+        "requested classes (`classifier_accuracy`, labelled data) (`flowkit list metrics`).",
         Collect(check_sample_metrics, "a list of metric specs"),
         ["w2", "energy_distance"],
     )
