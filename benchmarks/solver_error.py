@@ -178,7 +178,7 @@ def best(rows: list[dict], path: str, nfe: int, diffusers: bool) -> dict:
 def targets(rows: list[dict], nfes: tuple[int, ...]) -> list[str]:
     """The acceptance checks of issue 15, in words with the measured numbers."""
     out = []
-    for nfe in (10, 6):
+    for nfe, factor in ((10, 2.0), (6, 1.0)):
         if nfe not in nfes:
             continue
         ours, theirs = best(rows, "rectified", nfe, False), best(rows, "rectified", nfe, True)
@@ -186,8 +186,8 @@ def targets(rows: list[dict], nfes: tuple[int, ...]) -> list[str]:
         out.append(
             f"* NFE {nfe}, rectified: best flowkit `{ours['solver']}` ({ours['spacing']}) "
             f"{ours['mse']:.2e} vs best diffusers `{theirs['solver']}` ({theirs['spacing']}) "
-            f"{theirs['mse']:.2e}: **{ratio:.1f}×** better (target ≥ 2×: "
-            f"{'met' if ratio >= 2 else 'not met'})"
+            f"{theirs['mse']:.2e}: **{ratio:.1f}×** smaller (target > {factor:g}×: "
+            f"{'met' if ratio > factor else 'not met'})"
         )
     table = lookup(rows)
     for mine, peer in COUNTERPARTS.items():
@@ -198,9 +198,11 @@ def targets(rows: list[dict], nfes: tuple[int, ...]) -> list[str]:
         ]
         worst, key = max(ratios)
         wins = sum(q <= 1.0 for q, _ in ratios)
+        close = sum(q <= 1.1 for q, _ in ratios)
         out.append(
-            f"* `{mine}` vs `{peer}`: error ratio ≤ 1 in {wins}/{len(ratios)} cells; worst "
-            f"{worst:.2f} ({key[0]}, {key[1]}, NFE {key[3]})"
+            f"* `{mine}` vs `{peer}` (error ratio, path × spacing × NFE): ≤ 1 in "
+            f"{wins}/{len(ratios)} cells, ≤ 1.1 in {close}/{len(ratios)}; worst {worst:.2f} "
+            f"({key[0]}, {key[1]}, NFE {key[3]})"
         )
     return out
 
@@ -265,6 +267,12 @@ def main() -> None:
         Path(args.rows).write_text(json.dumps({"rows": rows, "floors": floors}))
     page = [
         "# Solver error on the exact field",
+        "",
+        "The multistep methods with `interpolation=\"logsnr\"` (the default) are the published "
+        "ones and compute what diffusers' do on the same grid, except for the first point: "
+        "flowkit starts at t = 0 exactly and takes λ there at the path's guard eps = 1e-5 for "
+        "the higher-order terms, diffusers starts at σ = 0.999; that choice alone separates "
+        "their columns. `flow_time` is flowkit's variant (docs/solvers.md).",
         "",
         f"`python benchmarks/solver_error.py` ({took:.0f} s; {machine()}; load average "
         f"{load[0]:.1f} at the start, on a machine shared with other jobs: the numbers are "

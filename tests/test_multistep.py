@@ -129,6 +129,16 @@ def test_every_schedule_forwards_and_backwards_reaches_the_reference(name, solve
     assert float(((back - ref_back) ** 2).sum(-1).mean()) < 0.1
 
 
+@pytest.mark.parametrize("solver", ["dpm_solver_pp", "unipc"])
+@pytest.mark.parametrize("order", [2, 3])
+def test_grid_points_inside_the_endpoint_guard_lower_the_order(solver: str, order: int) -> None:
+    """Times within eps of an end share one clamped λ: the λ-polynomial drops such points
+    (a zero step in λ divided by zero before)."""
+    grid = [0.0, 1e-7, 2e-7, 0.3, 0.7, 1.0 - 1e-7, 1.0]
+    x = fk.sample(oracle("cosine"), start(8), solver, order=order, grid=grid).x
+    assert torch.isfinite(x).all()
+
+
 def test_final_step_into_t1_lands_on_the_x1_prediction() -> None:
     """Where λ(1) = ∞ the last step is first order: ``x_1 = x̂1(x_{t_{n−1}}, t_{n−1})``."""
     field = oracle()

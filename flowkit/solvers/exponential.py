@@ -96,28 +96,16 @@ def unipc_weights(
     k = len(rks)
     phi1 = 1.0 - ratio
     b_h = -phi1
-    hh = -h
-    h_phi_k = -phi1 / hh - 1.0
-    factorial = 1.0
-    g = []
-    for i in range(1, k + 2):
-        g.append(h_phi_k * factorial / b_h)
-        factorial *= i + 1
-        h_phi_k = h_phi_k / hh - 1.0 / factorial
-    nodes = [*rks, 1.0]
-    if corrector:
-        if k == 0:
-            rho = [0.5]
-        else:
-            mat = torch.tensor([[r**i for r in nodes] for i in range(k + 1)], dtype=torch.float64)
-            rho = torch.linalg.solve(mat, torch.tensor(g, dtype=torch.float64)).tolist()
-    elif k == 0:
-        rho = []
-    elif k == 1:
+    if k == 0:  # order 1: ρ = ½ for the corrector (h is not needed, and may be 0 or ∞)
+        rho = [0.5] if corrector else []
+    elif k == 1 and not corrector:
         rho = [0.5]
     else:
-        mat = torch.tensor([[r**i for r in rks] for i in range(k)], dtype=torch.float64)
-        rho = torch.linalg.solve(mat, torch.tensor(g[:k], dtype=torch.float64)).tolist()
+        g = _unipc_rhs(phi1, h, k + 1)
+        nodes = [*rks, 1.0] if corrector else list(rks)
+        size = len(nodes)
+        mat = torch.tensor([[r**i for r in nodes] for i in range(size)], dtype=torch.float64)
+        rho = torch.linalg.solve(mat, torch.tensor(g[:size], dtype=torch.float64)).tolist()
     # Σ_k ρ_k·(m_{k+1} − m_0)/rks[k]  (+ ρ_K·(m_new − m_0) for the corrector)
     hist = [0.0] * (k + 1)
     for j, (rho_j, r) in enumerate(zip(rho, rks, strict=False)):
@@ -129,6 +117,19 @@ def unipc_weights(
     new = -p_s * b_h * rho[-1]
     w[0] += p_s * b_h * rho[-1]
     return [new, *w]
+
+
+def _unipc_rhs(phi1: float, h: float, n: int) -> list[float]:
+    """``g_i = i!·φ_{i+1}(−h)/B(h)``, i = 1..n, by diffusers' recursion (``B(h) = e^{−h} − 1``)."""
+    hh, b_h = -h, -phi1
+    h_phi_k = -phi1 / hh - 1.0
+    factorial = 1.0
+    g = []
+    for i in range(1, n + 1):
+        g.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    return g
 
 
 def flow_time_weights(

@@ -52,6 +52,18 @@ def step_orders(steps: int, order: int, lower_order_final: bool) -> list[int]:
     return [min(order, i + 1, steps - i if lower_order_final else order) for i in range(steps)]
 
 
+def usable_order(ell: Sequence[float], i: int, k: int) -> int:
+    """The order ≤ k of step i whose λ-polynomial has distinct nodes: ℓ at the clamped times may
+    coincide for grid times inside ``[0, eps]`` or ``[1 − eps, 1]``, and then the step (and
+    history) sizes in ℓ used by the higher-order terms vanish: such points are not used."""
+    if ell[i + 1] <= ell[i]:
+        return 1
+    j = 1
+    while j < k and ell[i - j] < ell[i - j + 1]:
+        j += 1
+    return j
+
+
 @dataclass(frozen=True)
 class GridCoefficients:
     """The arriving coefficients on a grid (float64 values as Python lists).
@@ -129,6 +141,8 @@ class Multistep(Solver):
         """Every step's scalars, from the grid alone (float64, once per solve)."""
         g = GridCoefficients.on(path, grid)
         orders = step_orders(len(grid) - 1, self.order, self.lower_order_final)
+        if self.interpolation == "logsnr":
+            orders = [usable_order(g.ell, i, k) for i, k in enumerate(orders)]
         return [
             StepCoefficients(g.q[i + 1] / g.qc[i], *self.weights(g, i, k))
             for i, k in enumerate(orders)
