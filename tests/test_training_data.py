@@ -95,3 +95,18 @@ def test_batches_travel_as_bytes_in_any_dtype() -> None:
         assert torch.equal(getattr(back, name), getattr(batch, name))
         assert getattr(back, name).dtype == getattr(batch, name).dtype
     assert torch.equal(back.cond["y"], batch.cond["y"])
+
+
+def test_a_reshaped_finite_source_keeps_its_epoch_state() -> None:
+    """The experiment reshapes a source to the target's event shape; its epoch position is
+    still the coupling's state (and so in the checkpoint)."""
+    from flowkit.experiment.components import reshape_to
+
+    source = reshape_to(fk.data.from_tensor(torch.randn(10, 4)), (1, 2, 2))
+    target = fk.data.from_tensor(torch.randn(6, 1, 2, 2), labels=torch.arange(6) % 2)
+    coupling = fk.couplings.build({"name": "independent", "source": source, "target": target})
+    gen = torch.Generator().manual_seed(0)
+    batch = coupling.sample(3, gen)
+    assert batch.x0.shape == (3, 1, 2, 2) and set(coupling.state_dict()) == {"source", "target"}
+    x, cond = reshape_to(target, (4,)).sample_conditional(2, gen)
+    assert x.shape == (2, 4) and cond["y"].shape == (2,)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from flowkit.checks import OptionError
+from flowkit.couplings.base import draw
 from flowkit.experiment.specs import registry
 from flowkit.flow import Flow
 from flowkit.registry import split_spec
@@ -55,6 +56,18 @@ class ReshapedDistribution:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.base.sample(n, generator=generator).reshape(n, *self.event_shape)
+
+    def sample_conditional(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, cond = draw(self.base, n, generator)
+        return x.reshape(n, *self.event_shape), cond
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else is the base's (finite data's epoch state and statistics included)."""
+        if name == "base":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.base, name)
 
 
 def build_data(data: Any) -> tuple[Any, Any]:
