@@ -134,7 +134,8 @@ class ConditionEmbedding(nn.Module):
 
         Raises:
             ConditionError: missing, unexpected or malformed conditions, or labels outside
-                ``[0, num_classes]``.
+                ``[0, num_classes]`` (values are not read, which would synchronise the device:
+                the lookup's error is translated on the CPU; CUDA stops with a device assert).
         """
         self.check(cond, batch)
         emb = None
