@@ -48,6 +48,7 @@ TRAIN_VALUES: dict[str, Any] = {
     "loss": {"name": "pseudo_huber", "c": 0.01},
     "checkpoint_every": 3,
     "log_every": 2,
+    "num_workers": 1,
     "precision": "bf16",
     "accumulate": 2,
     "compile": True,
