@@ -119,7 +119,8 @@ def path_energy(
     """Normalised path energy ``|T|·E∫||v(Z_t, t)||² |dt| / E||Z_end − Z_start||²``.
 
     By Cauchy–Schwarz ``||Z_end − Z_start||² = ||∫v dt||² ≤ |T|·∫||v||² |dt|`` (``T = t_end −
-    t_start``), so the ratio is ≥ 1, with equality for straight constant-speed paths. Arguments as in :func:`trajectory_metrics`.
+    t_start``), so the ratio is ≥ 1, with equality for straight constant-speed paths. Arguments
+    as in :func:`trajectory_metrics`.
     """
     return trajectory_metrics(field, x0, solver, steps, cond, **solver_options).path_energy
 
