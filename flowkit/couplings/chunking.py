@@ -98,12 +98,13 @@ def balanced_partition(
     axes, variance = principal_axes(z, levels)
     # rank of every sample along every axis: one integer sort per level then orders the samples
     # by (side, cell, position along the axis)
-    by_axis = np.argsort(z @ axes, axis=0, kind="stable")
+    by_axis = np.argsort(z @ axes, axis=0)
     rank_along = np.empty_like(by_axis)
     np.put_along_axis(rank_along, by_axis, np.arange(2 * n)[:, None], axis=0)
     side = np.repeat(np.arange(2), n)
     cell = np.zeros(2 * n, dtype=np.int64)
     size = np.array([n])
+    order = np.arange(2 * n)
     for axis in cut_axes(variance, levels):
         group = cell + len(size) * side
         order = np.argsort(group * (2 * n) + rank_along[:, axis])
@@ -116,9 +117,8 @@ def balanced_partition(
         chunks = np.stack([left_chunks, chunks - left_chunks], 1).ravel()
         kept = size > 0
         cell, size, chunks = (np.cumsum(kept) - 1)[cell], size[kept], chunks[kept]
-    order0 = np.argsort(cell[:n], kind="stable")
-    order1 = np.argsort(cell[n:], kind="stable")
-    return order0, order1, size
+    # the last level's order lists each side cell by cell (a cell's left half before its right)
+    return order[:n], order[n:] - n, size
 
 
 def flat(x: Tensor | np.ndarray) -> np.ndarray:
