@@ -11,7 +11,7 @@ import torch
 
 import flowkit as fk
 from flowkit.experiment import RunDir, evaluate_run
-from flowkit.experiment.classifier import CLASSIFIER_FILE
+from flowkit.experiment.classifier import CLASSIFIER_FILE, labelled_examples
 from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.schema import validate
 from flowkit.metrics import Classifier, classifier_accuracy, fit_classifier
@@ -133,3 +133,18 @@ def test_a_run_fits_the_classifier_once_and_reports_its_ceiling(
 
     monkeypatch.setattr("flowkit.experiment.classifier.fit_classifier", refit)
     evaluate_run(run, quiet=True)
+
+
+def test_the_classifier_reads_a_random_subset_of_listed_data_without_advancing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = torch.arange(50.0).repeat(3, 1).T  # row i is (i, i, i), its label i % 2
+    data = fk.data.from_tensor(rows, labels=torch.arange(50) % 2)
+    before = data.state_dict()
+    monkeypatch.setattr("flowkit.experiment.classifier.MAX_EXAMPLES", 10)
+    x, y = labelled_examples(data, "unused: the data list their rows", seed=0)
+    assert x.shape == (10, 3) and len(set(x[:, 0].tolist())) == 10
+    assert torch.equal(y, x[:, 0].long() % 2)
+    assert data.state_dict() == before
+    x_all, y_all = data.labelled()
+    assert torch.equal(x_all, rows) and torch.equal(y_all, torch.arange(50) % 2)

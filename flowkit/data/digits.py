@@ -91,10 +91,11 @@ class Digits(Distribution):
         images = self.images[index].to(device=device, dtype=torch.get_default_dtype())
         return images, self.labels[index].to(device)
 
-    def labelled(self) -> tuple[Tensor, Tensor]:
-        """Every image ``(N, 1, 8, 8)`` (default dtype) with its label ``(N,)``: the real data a
+    def labelled(self, index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The images at ``index`` (None: all), default dtype, and their labels: the real data a
         classifier is fitted on (``classifier_accuracy``)."""
-        return self.images.to(torch.get_default_dtype()), self.labels
+        index = torch.arange(len(self)) if index is None else index
+        return self.images[index].to(torch.get_default_dtype()), self.labels[index]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images drawn uniformly with replacement, shape ``(n, 1, 8, 8)``."""

@@ -197,6 +197,14 @@ class FiniteData(Distribution):
             x = stats.to_model(x)
         return x.to(device)
 
+    def labelled(self, index: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The rows at ``index`` (None: every row), in training units on the CPU, and their
+        labels (None without labels): the real data a classifier is fitted on
+        (``classifier_accuracy``). The epoch stream is left where it is."""
+        index = torch.arange(len(self)) if index is None else index
+        labels = None if self.labels is None else self.labels[index]
+        return self.rows(index, torch.device("cpu")), labels
+
     def sample_conditional(
         self, n: int, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Cond]:

@@ -2,10 +2,11 @@
 kept in the run directory (``classifier.safetensors``), so every evaluation of the run (and
 ``flowkit eval`` later) scores samples with the same classifier.
 
-The real data are the data target's examples: all of them when the distribution lists them
-(a ``labelled()`` method returning ``(x, y)`` in the units the flow is trained in, as
-``digits`` and the file datasets do), else :data:`DRAWS` draws of a freshly built copy of the
-target (so the run's own data stream is not advanced).
+The real data are the data target's examples when the distribution lists them (``len`` and a
+``labelled(index)`` method returning the rows at ``index``, None: all, and their labels, in the
+units the flow is trained in, as ``digits`` and the file datasets do; at most
+:data:`MAX_EXAMPLES` of them, drawn at random), else :data:`DRAWS` draws of a freshly built copy
+of the target (so the run's own data stream is not advanced).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def labelled_examples(target: Any, spec: Any, seed: int) -> tuple[Tensor, Tensor
     g = torch.Generator().manual_seed(seed)
     labelled = getattr(target, "labelled", None)
     if callable(labelled):
-        x, y = labelled()
+        n = len(target)
+        x, y = labelled(torch.randperm(n, generator=g)[:MAX_EXAMPLES] if n > MAX_EXAMPLES else None)
     else:
         x, cond = registry("distributions").build(spec).sample_conditional(DRAWS, generator=g)
         y = cond.get(LABEL_KEY)
@@ -52,9 +54,6 @@ def labelled_examples(target: Any, spec: Any, seed: int) -> tuple[Tensor, Tensor
             f"classifier_accuracy needs labelled data, but the data target {name!r} gives no "
             "labels y (use a conditional target, e.g. {name: digits, conditional: true})"
         )
-    if len(x) > MAX_EXAMPLES:
-        keep = torch.randperm(len(x), generator=g)[:MAX_EXAMPLES]
-        x, y = x[keep], y[keep]
     return x, y
 
 
