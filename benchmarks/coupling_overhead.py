@@ -42,7 +42,7 @@ from reflow_moons import Settings, low_variance_sets
 from torch import Tensor
 
 import flowkit as fk
-from flowkit.couplings.assignment import exact_assignment, squared_distances
+from flowkit.couplings.assignment import exact_assignment, exact_permutation, squared_distances
 from flowkit.couplings.chunking import chunked_assignment
 
 #: chunk size of the chunked rows, per batch size (chosen from the sweep: see the page)
@@ -92,7 +92,7 @@ def sweep(batches: list[int], repeats: int) -> list[dict[str, Any]]:
             methods["exact"] = lambda a, b: exact_assignment(squared_distances(a, b))
         for k in SWEEP_CHUNKS:
             methods[f"k-d cells {k}"] = lambda a, b, k=k: chunked_assignment(
-                a, b, k, exact_assignment
+                a, b, k, exact_permutation
             )
         methods["random cells 32"] = lambda a, b, g=g: random_cells(a, b, 32, g)
         for name, solve in methods.items():
