@@ -5,6 +5,8 @@ Run from the repository root (one torch thread)::
     python benchmarks/one_step.py --target moons --json /tmp/one_step_moons.json
     python benchmarks/one_step.py --target 8gaussians --json /tmp/one_step_8g.json
     python benchmarks/one_step.py --page /tmp/one_step_moons.json /tmp/one_step_8g.json
+    python benchmarks/one_step.py --target moons --seeds 1 --variants baseline \\
+        --recipe 'mine={"time_sampler": "u_shaped", "steps_2rf": 10000}'  # a subset, a recipe
 
 For every training seed the pipeline is 1-RF (flow matching on N(0, I) -> target) -> reflow
 pairs -> 2-RF -> one-step student, through the public API only (``fk.train``, ``fk.reflow``,
@@ -364,14 +366,17 @@ def page(paths: list[str], notes: str) -> str:
     for path in paths:
         data = json.loads(Path(path).read_text())
         runs.setdefault(data["settings"]["target"], []).append(data)
+    paragraphs = __doc__.replace("``", "`").split("\n\n")
+    usage = "\n".join(line.strip() for line in paragraphs[2].splitlines())
     parts = [
         "# Benchmark: the one-step recipe (reflow + distillation ablation)\n",
-        "`benchmarks/one_step.py` (issue 16). " + __doc__.split("\n\n", 2)[2].strip() + "\n",
+        f"`benchmarks/one_step.py` (issue 16):\n\n```bash\n{usage}\n```\n",
+        "\n\n".join(paragraphs[3:]).strip() + "\n",
     ]
     for target, datas in runs.items():
         s = datas[0]["settings"]
         when = "; ".join(
-            f"{d['date']}, load average {d['load_before']} before, {d['load_after']} after"
+            f"finished {d['date']}, load average {d['load_before']} before, {d['load_after']} after"
             for d in datas
         )
         parts.append(

@@ -104,11 +104,11 @@ def test_default_resolves_with_defaults_and_names() -> None:
     assert config.data.source == "gaussian"
     assert config.stages[1].init == "teacher"
     # stage training sections are partial: only the keys given, the rest inherited ...
-    assert config.stages[2].training == {"steps": 2500, "lr": 2e-3}
+    assert config.stages[2].training == {"steps": 10000, "lr": 2e-3}
     assert config.stages[0].training is None
     assert config.resolved["stages"][0]["training"] is None
     # ... and merged into the typed options the stage trains with
-    assert config.stages[2].train_config.steps == 2500
+    assert config.stages[2].train_config.steps == 10000
     assert config.stages[2].train_config.lr_schedule == "cosine"
     assert config.stages[0].train_config == config.training
 
