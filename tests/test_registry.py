@@ -7,8 +7,10 @@ import types
 from collections import OrderedDict
 from collections.abc import Sized
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import flowkit.registry as registry_module
 from flowkit.registry import REGISTRIES, Registry, RegistryError, RegistryTypeError
@@ -158,11 +160,16 @@ def test_every_named_registry_declares_its_base():
     assert REGISTRIES["time_samplers"].accepts is Sampleable
 
 
-def test_every_registered_component_builds_its_base():
+def test_every_registered_component_builds_its_base(tmp_path):
     """Every entry (with example options where it needs some) builds its registry's base."""
     pairs = {"x0": torch.zeros(4, 2), "x1": torch.ones(4, 2)}
     schedule = {"a": lambda t: t, "b": lambda t: 1 - t}
+    np.save(tmp_path / "x.npy", np.zeros((4, 2), dtype=np.float32))
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
     options = {
+        ("distributions", "tensor_file"): {"file": str(tmp_path / "x.npy")},
+        ("distributions", "image_folder"): {"folder": str(tmp_path / "images"), "size": 8},
         ("paths", "custom"): schedule,
         ("schedules", "custom"): schedule,
         ("couplings", "paired"): pairs,

@@ -109,7 +109,8 @@ def fit_to(image: Any, size: tuple[int, int], crop: bool) -> Any:
 
 def to_unit_range(pixels: np.ndarray) -> Tensor:
     """8-bit pixels ``(H, W, C)`` → a float tensor ``(C, H, W)`` in [−1, 1]: ``v / 127.5 − 1``."""
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float() / 127.5 - 1
+    chw = np.array(pixels.transpose(2, 0, 1), order="C")  # a writable copy (mapped pages are not)
+    return torch.from_numpy(chw).float() / 127.5 - 1
 
 
 @DISTRIBUTIONS.register("image_folder")
