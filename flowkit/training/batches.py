@@ -19,6 +19,12 @@ same batches. A checkpoint stores ``seed`` and the next batch index (with the ep
 the coupling reports), so a resumed run reads the batches the uninterrupted one would have.
 With ``num_workers = 0`` (the default) the trainer draws its batches in the training process
 from one sequential generator, as it always has; those batches differ from the worker stream.
+
+Inside an initialised process group (``torchrun``) no worker process is forked: forking a
+process whose communication threads (gloo, NCCL) hold locks can hang the child at ``fork``.
+There the same stream (the same batches, the same checkpoint state) is computed in the training
+process, so a distributed run is reproducible and resumable with any ``num_workers``, without
+the overlap.
 """
 
 from __future__ import annotations
@@ -171,8 +177,12 @@ class WorkerBatches:
         self.first, self.starts = self.next_index, [s.position for s in samplers]
         drawer = copy.copy(trainer)
         drawer.device = torch.device("cpu")
+        stream = BatchStream(drawer, self.seed, self.first, self.starts)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.iterator = iter(stream)  # in process: see the module docstring
+            return
         loader = DataLoader(
-            BatchStream(drawer, self.seed, self.first, self.starts),
+            stream,
             batch_size=None,
             num_workers=trainer.config.num_workers,
             worker_init_fn=single_threaded,
