@@ -114,7 +114,10 @@ class Flow(nn.Module):
         s = self.path.sample(x0, x1, t, check_t=check_t)
         pred = self.model(s.x_t, s.t, **(cond or {}))
         units = max(s.t.ndim, 1)  # a sample, or a token for per-token times
-        per_unit = criterion(pred - self.path.target(s, self.prediction), units)
+        error = pred - self.path.target(s, self.prediction)
+        if weighting is None and reduction == "mean":
+            return criterion.mean(error, units)
+        per_unit = criterion(error, units)
         if weighting is not None:
             per_unit = per_unit * self.loss_weight(weighting, s.t, per_unit)
         if reduction == "mean":  # every sample has as many units: the mean of the means

@@ -95,6 +95,16 @@ class Loss:
         c = self.c if self.c is not None else default_huber_c(d.shape[-1])
         return pseudo_huber(d, c)
 
+    def mean(self, error: Tensor, units: int) -> Tensor:
+        """The mean of the unit losses of ``error`` (as ``self(error, units).mean()``): every
+        unit has as many elements, so for ``mse`` and ``l1`` it is the mean over all elements,
+        taken in one reduction."""
+        if self.name == "mse":
+            return error.pow(2).mean()
+        if self.name == "l1":
+            return error.abs().mean()
+        return self(error, units).mean()
+
     def spec(self) -> str | dict[str, Any]:
         """The YAML spec: the name, or ``{name, c}`` with an explicit ``c``."""
         return self.name if self.c is None else {"name": self.name, "c": self.c}

@@ -125,3 +125,11 @@ def test_yaml_loss_reaches_the_stages_and_bad_values_name_their_key() -> None:
     assert all(s.train_config.loss == Loss("pseudo_huber") for s in experiment.stages[:3])
     with pytest.raises(ConfigError, match=r"stages\[1\]\.training.*loss.*Did you mean 'l1'"):
         validate(load_config(None, {"stages[1].training.loss": "l2"}))
+
+
+@pytest.mark.parametrize("name", ["mse", "l1", "pseudo_huber"])
+@pytest.mark.parametrize("units", [1, 2])
+def test_loss_mean_is_the_mean_of_the_unit_losses(name, units) -> None:
+    error = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(1))
+    loss = Loss(name)
+    torch.testing.assert_close(loss.mean(error, units), loss(error, units).mean())

@@ -145,3 +145,33 @@ def test_optimizer_specs():
     assert isinstance(build_optimizer("sgd", net.parameters(), 0.1), torch.optim.SGD)
     with pytest.raises(TypeError, match="optimizer must be a name"):
         build_optimizer(torch.optim.SGD, net.parameters(), 0.1)
+
+
+@pytest.mark.parametrize(("schedule", "warmup"), [("constant", 0), ("constant", 3), ("cosine", 0)])
+def test_scheduler_state_matches_torch_lambda_lr(schedule, warmup) -> None:
+    """The constant schedule's step only counts (see ``FlowLR``): its learning rates and state
+    dict stay those of torch's ``LambdaLR`` with the same factor, step by step."""
+    from functools import partial
+
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from flowkit.training.lr_schedules import build_scheduler
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    ours_opt = torch.optim.SGD(params, lr=0.5)
+    theirs_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.5)
+    ours = build_scheduler(ours_opt, schedule, 10, warmup)
+    factor = partial(lr_factor, schedule=schedule, total_steps=10, warmup=warmup)
+    theirs = LambdaLR(theirs_opt, factor)
+    assert ours.constant is (schedule == "constant" and warmup == 0)
+    for _ in range(7):
+        ours_opt.step()
+        theirs_opt.step()
+        ours.step()
+        theirs.step()
+        assert ours_opt.param_groups[0]["lr"] == theirs_opt.param_groups[0]["lr"]
+        assert ours.get_last_lr() == theirs.get_last_lr()
+    state, expected = ours.state_dict(), theirs.state_dict()
+    assert {k: v for k, v in state.items() if k != "lr_lambdas"} == {
+        k: v for k, v in expected.items() if k != "lr_lambdas"
+    }

@@ -150,7 +150,7 @@ class AffinePath:
         if not s.finite_derivatives:
             t = self.clamp_time(t)
         tx = expand_time(t, x1)
-        x_t = s.a(tx) * x1 + s.b(tx) * x0
+        x_t = s.interpolate(tx, x0, x1)
         return PathSample(x_t=x_t, velocity=s.velocity(tx, x0, x1), t=t, x0=x0, x1=x1)
 
     def convert(self, pred: Tensor, src: str, dst: str, x_t: Tensor, t: Tensor | float) -> Tensor:

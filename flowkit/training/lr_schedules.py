@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -71,12 +72,36 @@ def scheduled_factor(
     return schedule(min(1.0, (step - warmup) / max(1, total_steps - warmup)))
 
 
-def build_scheduler(optimizer: Optimizer, schedule: str, total_steps: int, warmup: int) -> LambdaLR:
+class FlowLR(LambdaLR):
+    """``LambdaLR`` whose step is a counter increment when the factor is constant (the
+    ``constant`` schedule without warmup: the learning rate never changes, and LambdaLR's step
+    would only recompute it); state dicts are LambdaLR's."""
+
+    def __init__(self, optimizer: Optimizer, factor: Callable[[int], float], constant: bool):
+        self.constant = constant
+        super().__init__(optimizer, factor)
+
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+        if self.constant and epoch is None and self._step_count:
+            self._step_count += 1
+            self.last_epoch += 1
+            return
+        super().step(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """LambdaLR's state dict (without :attr:`constant`, which the options decide)."""
+        state = super().state_dict()
+        state.pop("constant", None)
+        return state
+
+
+def build_scheduler(optimizer: Optimizer, schedule: str, total_steps: int, warmup: int) -> FlowLR:
     """A ``LambdaLR`` applying :func:`lr_factor` to every parameter group of ``optimizer``
     (the options are checked here, once, not at every step)."""
     function = LR_SCHEDULES[check_lr_schedule(schedule)]
     check_warmup(warmup)
-    return LambdaLR(
+    return FlowLR(
         optimizer,
         partial(scheduled_factor, schedule=function, total_steps=total_steps, warmup=warmup),
+        constant=function is constant and warmup == 0,
     )

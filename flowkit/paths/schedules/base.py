@@ -44,6 +44,11 @@ class Schedule(ABC):
     def db(self, t: Tensor) -> Tensor:
         """Derivative b'(t)."""
 
+    def interpolate(self, t: Tensor, x0: Tensor, x1: Tensor) -> Tensor:
+        """Path point ``a(t)·x1 + b(t)·x0`` (``t`` already broadcast against ``x0``); a
+        subclass may override it with a cheaper closed form."""
+        return self.a(t) * x1 + self.b(t) * x0
+
     def velocity(self, t: Tensor, x0: Tensor, x1: Tensor) -> Tensor:
         """Conditional velocity ``a'(t)·x1 + b'(t)·x0`` (``t`` already broadcast against ``x0``);
         a subclass may override it with a cheaper closed form."""

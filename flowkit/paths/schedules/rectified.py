@@ -30,6 +30,11 @@ class RectifiedSchedule(Schedule):
     def db(self, t: Tensor) -> Tensor:
         return -torch.ones_like(t)
 
+    def interpolate(self, t: Tensor, x0: Tensor, x1: Tensor) -> Tensor:
+        """``t·x1 + (1 − t)·x0`` in one pass, ``torch.lerp(x0, x1, t)`` (exact at t = 0 and
+        t = 1)."""
+        return torch.lerp(x0, x1, t)
+
     def velocity(self, t: Tensor, x0: Tensor, x1: Tensor) -> Tensor:
         """``x1 − x0`` (``a' = 1``, ``b' = −1``), without materialising the derivatives."""
         return x1 - x0
