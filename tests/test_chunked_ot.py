@@ -20,8 +20,12 @@ from flowkit.couplings.assignment import (
 from flowkit.couplings.chunking import (
     EIGH_MAX_DIM,
     balanced_partition,
+    bisecting_partition,
     chunked_assignment,
     cut_axes,
+    flat,
+    halving_partition,
+    principal_axes,
     split_sizes,
 )
 
@@ -46,6 +50,28 @@ def test_partition_cells_hold_equal_counts_of_both_sides(n: int, k: int) -> None
     assert sorted(order0.tolist()) == sorted(order1.tolist()) == list(range(n))
     assert int(sizes.sum()) == n and int(sizes.max()) <= k and int(sizes.min()) >= 1
     assert len(sizes) == math.ceil(n / k)  # balanced: no more cells than needed
+
+
+@pytest.mark.parametrize(("n", "k", "d"), [(256, 16, 2), (256, 32, 2), (96, 12, 5), (64, 1, 3)])
+def test_halving_partition_forms_the_cells_of_the_general_bisection(n, k, d) -> None:
+    """The fast path (``⌈B/k⌉`` a power of two dividing ``B``) cuts the same cells, listed in
+    the same order, as the general bisection; only the order within a cell may differ."""
+    g = gen(d)
+    x0, x1 = torch.randn(n, d, generator=g), torch.rand(n, d, generator=g) * 3
+    z = np.concatenate([flat(x0), flat(x1)])
+    chunks = -(-n // k)
+    levels = (chunks - 1).bit_length()
+    axes, variance = principal_axes(z, levels)
+    cuts = cut_axes(variance, levels)
+    fast = halving_partition(z @ axes, n, cuts)
+    general = bisecting_partition(z @ axes, n, cuts, np.array([chunks]))
+    torch.testing.assert_close(fast[2], general[2])
+    assert fast[2].tolist() == [n // chunks] * chunks
+    for side in (0, 1):
+        cells = np.split(fast[side], np.cumsum(fast[2])[:-1])
+        expected = np.split(general[side], np.cumsum(general[2])[:-1])
+        assert [sorted(c.tolist()) for c in cells] == [sorted(c.tolist()) for c in expected]
+    assert [o.tolist() for o in balanced_partition(x0, x1, k)] == [o.tolist() for o in fast]
 
 
 def test_split_sizes_keep_both_halves_within_the_chunk_size() -> None:

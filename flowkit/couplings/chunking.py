@@ -96,16 +96,28 @@ def balanced_partition(
     levels = int(chunks[0] - 1).bit_length()
     z = np.concatenate([flat(x0), flat(x1)])  # (2B, d) float64
     axes, variance = principal_axes(z, levels)
+    projected, cuts = z @ axes, cut_axes(variance, levels)
+    if chunks[0] == 1 << levels and n % chunks[0] == 0:
+        return halving_partition(projected, n, cuts)
+    return bisecting_partition(projected, n, cuts, chunks)
+
+
+def bisecting_partition(
+    projected: np.ndarray, n: int, axes: list[int], chunks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`balanced_partition` of any ``B`` into ``chunks`` cells (the arguments of
+    :func:`halving_partition`, and ``chunks = [⌈B/k⌉]``): a cell of ``c`` chunks is cut into
+    ``⌈c/2⌉`` and ``⌊c/2⌋`` chunks' worth of samples (:func:`split_sizes`)."""
     # rank of every sample along every axis: one integer sort per level then orders the samples
     # by (side, cell, position along the axis)
-    by_axis = np.argsort(z @ axes, axis=0)
+    by_axis = np.argsort(projected, axis=0)
     rank_along = np.empty_like(by_axis)
     np.put_along_axis(rank_along, by_axis, np.arange(2 * n)[:, None], axis=0)
     side = np.repeat(np.arange(2), n)
     cell = np.zeros(2 * n, dtype=np.int64)
     size = np.array([n])
     order = np.arange(2 * n)
-    for axis in cut_axes(variance, levels):
+    for axis in axes:
         group = cell + len(size) * side
         order = np.argsort(group * (2 * n) + rank_along[:, axis])
         start = np.cumsum(size) - size
@@ -119,6 +131,28 @@ def balanced_partition(
         cell, size, chunks = (np.cumsum(kept) - 1)[cell], size[kept], chunks[kept]
     # the last level's order lists each side cell by cell (a cell's left half before its right)
     return order[:n], order[n:] - n, size
+
+
+def halving_partition(
+    projected: np.ndarray, n: int, axes: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`balanced_partition` when every cut halves every cell exactly (``⌈B/k⌉`` a power of
+    two that divides ``B``, e.g. ``B`` and the chunk size ``k`` powers of two): each level is
+    one row-wise sort of a ``(side, cells, size)`` array.
+
+    Args:
+        projected: the pooled batch (sources, then targets) in its principal axes, ``(2B, L)``.
+        n: ``B``, the samples per side.
+        axes: the principal axis each level cuts along (:func:`cut_axes`).
+    """
+    sides = projected.reshape(2, n, -1)  # sources, targets
+    order = np.broadcast_to(np.arange(n), (2, 1, n))  # (side, cell, position in the cell)
+    for axis in axes:
+        values = np.take_along_axis(sides[:, :, axis], order.reshape(2, n), 1)
+        within = np.argsort(values.reshape(order.shape), axis=2, kind="stable")
+        order = np.take_along_axis(order, within, 2).reshape(2, 2 * order.shape[1], -1)
+    orders = order.reshape(2, n)
+    return orders[0], orders[1], np.full(1 << len(axes), n >> len(axes))
 
 
 def flat(x: Tensor | np.ndarray) -> np.ndarray:
