@@ -54,12 +54,13 @@ def principal_axes(z: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """
     centred = z - z.mean(0)
     d = z.shape[1]
-    basis = np.eye(d)
-    if d > EIGH_MAX_DIM:
-        basis = np.random.default_rng(BASIS_SEED).standard_normal((d, min(count, d)))
-        for _ in range(SUBSPACE_STEPS):
-            basis = np.linalg.qr(centred.T @ (centred @ basis))[0]
-        centred = centred @ basis
+    if d <= EIGH_MAX_DIM:
+        variance, vectors = np.linalg.eigh(centred.T @ centred / z.shape[0])
+        return vectors[:, ::-1][:, :count], variance[::-1][:count]
+    basis = np.random.default_rng(BASIS_SEED).standard_normal((d, min(count, d)))
+    for _ in range(SUBSPACE_STEPS):
+        basis = np.linalg.qr(centred.T @ (centred @ basis))[0]
+    centred = centred @ basis
     variance, vectors = np.linalg.eigh(centred.T @ centred / z.shape[0])
     return basis @ vectors[:, ::-1][:, :count], variance[::-1][:count]
 
@@ -68,10 +69,10 @@ def cut_axes(variance: np.ndarray, levels: int) -> list[int]:
     """Which principal axis each of ``levels`` bisections cuts along: greedily the axis of the
     largest remaining spread, where every cut along an axis divides its variance by 4 (a median
     cut halves the extent of the cells along it)."""
-    remaining = np.clip(np.asarray(variance, dtype=float), 0, None)
+    remaining = [max(float(v), 0.0) for v in variance]
     axes = []
     for _ in range(levels):
-        axis = int(np.argmax(remaining))
+        axis = max(range(len(remaining)), key=remaining.__getitem__)  # the first of equals
         axes.append(axis)
         remaining[axis] /= 4
     return axes
@@ -146,11 +147,12 @@ def halving_partition(
         axes: the principal axis each level cuts along (:func:`cut_axes`).
     """
     sides = projected.reshape(2, n, -1)  # sources, targets
+    side = np.arange(2)[:, None, None]
     order = np.broadcast_to(np.arange(n), (2, 1, n))  # (side, cell, position in the cell)
     for axis in axes:
-        values = np.take_along_axis(sides[:, :, axis], order.reshape(2, n), 1)
-        within = np.argsort(values.reshape(order.shape), axis=2, kind="stable")
-        order = np.take_along_axis(order, within, 2).reshape(2, 2 * order.shape[1], -1)
+        within = np.argsort(sides[side, order, axis], axis=2, kind="stable")
+        cells = np.arange(order.shape[1])[None, :, None]
+        order = order[side, cells, within].reshape(2, 2 * order.shape[1], -1)
     orders = order.reshape(2, n)
     return orders[0], orders[1], np.full(1 << len(axes), n >> len(axes))
 
