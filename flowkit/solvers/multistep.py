@@ -14,7 +14,9 @@ current and previous ones (:mod:`flowkit.solvers.exponential`).
   not corrected (that would take one more evaluation).
 
 Start and end. Step ``i`` uses order ``min(order, i + 1)`` (lower-order start: there is no history
-yet) and, with ``lower_order_final`` (default), ``min(·, steps − i)``. Where ℓ is infinite at an
+yet) and, with ``lower_order_final`` (default), ``min(·, steps − i)`` (``dpm_solver_pp``: on
+grids of fewer than 15 steps; longer ones lower the final step only, as the published
+DPM-Solver and diffusers do). Where ℓ is infinite at an
 end of the grid (``a = 0`` at t = 0: rectified, cosine, polynomial, linear_vp, edm; ``b = 0`` at
 t = 1: every schedule but ``vp``'s a(0) > 0 start), the first-order part of a step uses the
 exact ratio ``e^{−h} = p_t·q_s/(p_s·q_t)``: the final step of a forward solve into t = 1 is
@@ -25,7 +27,7 @@ guard ``[eps, 1 − eps]`` of the path (finite). Backward solves (t = 1 → 0) a
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -47,9 +49,27 @@ Weights = tuple[tuple[float, ...], tuple[float, ...] | None]
 INTERPOLATIONS = ("logsnr", "flow_time")
 
 
+#: DPM-Solver++ lowers the order of its last two steps only on grids shorter than this (the
+#: published multistep recipe, as diffusers' DPMSolverMultistepScheduler); longer grids lower
+#: the final step only.
+DPM_LOWER_ORDER_MAX_STEPS = 15
+
+
 def step_orders(steps: int, order: int, lower_order_final: bool) -> list[int]:
     """Order of each step: ``min(order, i + 1)``, and ``min(·, steps − i)`` if lower_order_final."""
     return [min(order, i + 1, steps - i if lower_order_final else order) for i in range(steps)]
+
+
+def dpm_step_orders(steps: int, order: int, lower_order_final: bool) -> list[int]:
+    """DPM-Solver++'s orders: ``min(order, i + 1)``; with lower_order_final, ``min(·, steps − i)``
+    on grids of fewer than :data:`DPM_LOWER_ORDER_MAX_STEPS` steps, else first order for the
+    final step only (diffusers' rule, with its final sigma 0)."""
+    if steps < DPM_LOWER_ORDER_MAX_STEPS:
+        return step_orders(steps, order, lower_order_final)
+    orders = step_orders(steps, order, False)
+    if lower_order_final:
+        orders[-1] = 1
+    return orders
 
 
 def usable_order(ell: Sequence[float], i: int, k: int) -> int:
@@ -117,6 +137,8 @@ class Multistep(Solver):
     """
 
     max_order: ClassVar[int] = 3
+    #: the order of each step (steps, order, lower_order_final) -> orders
+    orders_of: ClassVar[Callable[[int, int, bool], list[int]]] = staticmethod(step_orders)
 
     def __init__(
         self,
@@ -140,7 +162,7 @@ class Multistep(Solver):
     def coefficients(self, path: AffinePath, grid: Tensor) -> list[StepCoefficients]:
         """Every step's scalars, from the grid alone (float64, once per solve)."""
         g = GridCoefficients.on(path, grid)
-        orders = step_orders(len(grid) - 1, self.order, self.lower_order_final)
+        orders = self.orders_of(len(grid) - 1, self.order, self.lower_order_final)
         if self.interpolation == "logsnr":
             orders = [usable_order(g.ell, i, k) for i, k in enumerate(orders)]
         return [
@@ -196,7 +218,9 @@ class DPMSolverPP(Multistep):
 
     Args:
         order: 1, 2 (default, "2M") or 3 ("3M").
-        lower_order_final: lower the order over the last steps (default True).
+        lower_order_final: lower the order over the last steps (default True): the last two
+            steps on grids of fewer than 15 steps, the final step only on longer ones (the
+            published recipe, as diffusers).
         path: the path when the field is not a Flow.
 
     Example:
@@ -208,6 +232,7 @@ class DPMSolverPP(Multistep):
     """
 
     name = "dpm_solver_pp"
+    orders_of = staticmethod(dpm_step_orders)
 
     def weights(self, g: GridCoefficients, i: int, k: int) -> Weights:
         if self.interpolation == "flow_time":
