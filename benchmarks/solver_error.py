@@ -19,9 +19,9 @@ orders 2 and 3; UniPCMultistepScheduler, bh2, orders 2 and 3; FlowMatchEulerDisc
 and their sigmas replaced by the grid's (so both sides step through the same times), except that
 a first σ = 1 is lowered to 0.999, their own largest flow sigma (at σ = 1 their λ is −∞ and
 UniPC divides by it); x0 is then taken as the state at σ = 0.999, as a diffusers user's is.
-The DPM-Solver++ schedulers run a second time from σ = 1 − 1e-5 ("start 1e-5": the first λ
-flowkit uses, that of its endpoint guard), which separates the methods from the two start
-conventions.
+The DPM-Solver++ and UniPC schedulers run a second time from σ = 1 − 1e-5 ("start 1e-5": the
+first λ flowkit uses, that of its endpoint guard), which separates the methods from the two
+start conventions.
 
 Usage: ``python benchmarks/solver_error.py [--quick] [--out docs/benchmarks/solver_error.md]``.
 """
@@ -90,6 +90,8 @@ DIFFUSERS: dict[str, Callable[[], Any]] = {
     "diffusers DPM++ 3M start 1e-5": lambda: DPMSolverMultistepScheduler(
         solver_order=3, **FLOW_SIGMAS
     ),
+    "diffusers UniPC 2 start 1e-5": lambda: UniPCMultistepScheduler(solver_order=2, **FLOW_SIGMAS),
+    "diffusers UniPC 3 start 1e-5": lambda: UniPCMultistepScheduler(solver_order=3, **FLOW_SIGMAS),
 }
 #: (flowkit method, its diffusers counterpart): the "no worse than" comparisons
 COUNTERPARTS = [
@@ -99,6 +101,8 @@ COUNTERPARTS = [
     ("dpm_solver_pp 3", "diffusers DPM++ 3M start 1e-5"),
     ("unipc 2", "diffusers UniPC 2"),
     ("unipc 3", "diffusers UniPC 3"),
+    ("unipc 2", "diffusers UniPC 2 start 1e-5"),
+    ("unipc 3", "diffusers UniPC 3 start 1e-5"),
 ]
 
 
@@ -290,7 +294,7 @@ def main() -> None:
         "flowkit starts at t = 0 exactly and takes λ there at the path's guard eps = 1e-5 for "
         "the higher-order terms, diffusers starts at σ = 0.999; that choice alone separates "
         "their columns: started at σ = 1 − 1e-5 (the \"start 1e-5\" rows), diffusers' "
-        "DPM-Solver++ errors equal flowkit's (see the targets). `flow_time` is flowkit's "
+        "multistep errors equal flowkit's (see the targets). `flow_time` is flowkit's "
         "variant (docs/solvers.md).",
         "",
         f"`python benchmarks/solver_error.py` ({took:.0f} s; {machine()}; load average "
