@@ -61,9 +61,9 @@ def exact_permutation(c: np.ndarray, max_iter: int | None = None) -> np.ndarray:
 def hungarian_permutation(c: np.ndarray) -> np.ndarray:
     """The optimal permutation of cost ``c`` by ``scipy.optimize.linear_sum_assignment``
     (Jonker–Volgenant): target ``j`` gets source ``σ(j)``."""
-    rows, cols = linear_sum_assignment(c.T)
-    perm = np.empty_like(cols)
-    perm[rows] = cols
+    rows, cols = linear_sum_assignment(c)  # source rows[k] goes to target cols[k]
+    perm = np.empty_like(rows)
+    perm[cols] = rows
     return perm
 
 

@@ -166,6 +166,8 @@ def flat(x: Tensor | np.ndarray) -> np.ndarray:
 
 def padded_cells(x: np.ndarray, order: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Rows ``x[order]`` laid out cell by cell, zero-padded to ``(cells, max size, d)``."""
+    if sizes.min() == sizes.max():  # equal cells: a reshape
+        return x[order].reshape(len(sizes), int(sizes[0]), x.shape[1])
     start = np.repeat(np.cumsum(sizes) - sizes, sizes)
     cell = np.repeat(np.arange(len(sizes)), sizes)
     out = np.zeros((len(sizes), sizes.max(), x.shape[1]))
