@@ -56,6 +56,18 @@ BAD_CASES = [
     ("stages=[]", "stages", "non-empty list"),
     ("stages=[{type: evaluate}]", "stages[0]", "needs a flow stage"),
     ("stages=[{type: reflow}]", "stages[0]", "needs a flow stage"),
+    (  # validated, then the run trained the init stage's model and saved it under this spec
+        "stages=[{type: train, name: a}, "
+        "{type: train, name: b, init: a, model: {name: mlp, dim: 2, hidden: 64}}]",
+        "stages[1].init",
+        "names 'a', whose flow differs from this stage's (model",
+    ),
+    (  # validated, then the distill stage stopped with a ValueError when it started
+        "stages=[{type: train, name: a}, {type: train, name: b, path: cosine}, "
+        "{type: distill, teacher: a, init: b}]",
+        "stages[2].init",
+        "differs from the teacher 'a''s (path",
+    ),
     ("seed=-1", "seed", "integer >= 0"),
     ("name=[1]", "name", "must be a string"),
 ]
@@ -85,6 +97,17 @@ def test_valid_overrides_pass() -> None:
     )
     assert config.evaluation.target == {"name": "moons", "stratified": True}
     assert config.evaluation.n_samples == 2000  # the other evaluation keys keep defaults
+
+
+def test_init_of_the_same_flow_validates() -> None:
+    stages = (
+        "stages=[{type: train, name: a}, {type: train, name: b, init: a, model: "
+        "{name: mlp, dim: 2, hidden: 128, depth: 3, time_frequencies: 0}}, "
+        "{type: train, name: c, path: cosine}, {type: distill, teacher: c, init: fresh}, "
+        "{type: reflow, teacher: a, init: b}]"
+    )
+    config = validate(default_with(stages))
+    assert [s.name for s in config.stages] == ["a", "b", "c", "distill", "reflow"]
 
 
 def test_every_problem_is_reported_at_once() -> None:

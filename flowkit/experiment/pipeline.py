@@ -8,7 +8,7 @@ couplings and the evaluation sets build, and every stage resolves its inherited 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -180,6 +180,34 @@ def check_reference(name: str, known: list[str], key: str, problems: Problems) -
     )
 
 
+@dataclass
+class SpecView:
+    """What a flow stage's ``flow_spec`` and ``init_conflict`` read of a run's context, known
+    before the run: the experiment and the flow specs of the stages so far (None where a
+    stage's spec could not be formed)."""
+
+    experiment: Any
+    specs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def last_flow(self) -> str:
+        return next(reversed(self.specs))
+
+
+def check_init(stage: Any, view: SpecView, key: str, problems: Problems) -> None:
+    """Record the spec of a flow stage and report an ``init`` that names a flow of another
+    model, path or prediction (the run would otherwise stop there, or save mismatched
+    weights)."""
+    try:
+        view.specs[stage.name] = spec = stage.flow_spec(view)
+        conflict = None if spec is None else stage.init_conflict(view)
+    except (KeyError, TypeError, AttributeError, StopIteration):  # a bad reference or a
+        # referenced stage without a spec: reported already
+        view.specs[stage.name] = None
+        return
+    if conflict is not None:
+        problems.append((join_key(key, "init"), conflict))
+
+
 def build_parts(experiment: Any, problems: Problems) -> Parts | None:
     """The data, the top-level coupling and a batch of two sources, built once; None (with a
     problem) if they fail."""
@@ -204,6 +232,7 @@ def check_pipeline(experiment: Any, problems: Problems) -> None:
         check_model_fits(experiment.model, parts, "model", problems)
     flows: list[str] = []
     seen: set[str] = set()
+    view = SpecView(experiment)
     for i, stage in enumerate(experiment.stages):
         key = join_key("stages", i)
         if directory_key(stage.name) in seen:  # Train and train share a directory on macOS
@@ -216,4 +245,5 @@ def check_pipeline(experiment: Any, problems: Problems) -> None:
             for ref_key, name in stage.references(key):
                 check_reference(name, flows, ref_key, problems)
         if stage.produces_flow:
+            check_init(stage, view, key, problems)
             flows.append(stage.name)

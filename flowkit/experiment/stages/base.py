@@ -21,12 +21,14 @@ from flowkit.experiment.rundir import check_name
 from flowkit.experiment.specs import Problems, join_key, report
 from flowkit.flow import Flow
 from flowkit.options import declared, option
-from flowkit.registry import Registry
+from flowkit.registry import Registry, split_spec
 from flowkit.training.config import TrainConfig
 
 STAGE_TYPES: Registry = Registry("stage type")
 #: Bytes a stage directory's name may gain (``<name>.replaced-<n>`` when a resume sets it aside).
 STAGE_SUFFIX_BYTES = 16
+#: The keys of a flow spec (what ``flow_spec`` returns).
+FLOW_KEYS = ("model", "path", "prediction")
 
 
 def fmt(value: Any) -> str:
@@ -128,7 +130,13 @@ class FlowStage(Stage):
 
     @abstractmethod
     def flow_spec(self, ctx: Any) -> dict[str, Any]:
-        """Model, path and prediction of this stage's flow."""
+        """Model, path and prediction of this stage's flow (``ctx`` is read for
+        ``experiment``, ``specs`` and ``last_flow()`` only, so validation can ask too)."""
+
+    def init_conflict(self, ctx: Any) -> str | None:
+        """Why the stage this one starts from (its ``init``) cannot start it, or None: its
+        flow has another model, path or prediction (read from ``ctx`` as :meth:`flow_spec`)."""
+        return None
 
     def fit(self, ctx: Any, flow: Flow, coupling: Any) -> Any:
         """Train ``flow`` on ``coupling`` (resumable); the mean loss of every ``log_every``
@@ -181,6 +189,26 @@ class FlowStage(Stage):
             f"{info['steps']} steps, final loss {fmt(info.get('final_loss'))}, "
             f"{fmt(info.get('wall_time'))} s"
         )
+
+
+def same_flow(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two flow specs (model, path, prediction) name the same flow: component specs
+    compared as ``(name, options)``, so ``mlp`` equals ``{name: mlp}``."""
+
+    def normal(spec: Any) -> Any:
+        return split_spec(spec) if isinstance(spec, str | Mapping) else spec
+
+    return {k: normal(a.get(k)) for k in FLOW_KEYS} == {k: normal(b.get(k)) for k in FLOW_KEYS}
+
+
+def spec_conflict(init: str, theirs: Mapping[str, Any], ours: Mapping[str, Any], whose: str) -> str:
+    """The message of an ``init`` whose flow spec differs from the one it must have."""
+    differs = [k for k in FLOW_KEYS if theirs.get(k) != ours.get(k)]
+    shown = "; ".join(f"{k} {theirs.get(k)!r} against {ours.get(k)!r}" for k in differs)
+    return (
+        f"names {init!r}, whose flow differs from {whose} ({shown}): a stage starts only from "
+        "the weights of the same model, path and prediction"
+    )
 
 
 def train_arguments(config: TrainConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from flowkit.checks import Nullable, OneOf, Text
 from flowkit.experiment.components import build_coupling
 from flowkit.experiment.pipeline import check_model_fits
 from flowkit.experiment.specs import Problems, join_key, report
-from flowkit.experiment.stages.base import STAGE_TYPES, FlowStage
+from flowkit.experiment.stages.base import STAGE_TYPES, FlowStage, same_flow, spec_conflict
 from flowkit.options import option
 from flowkit.paths.affine import PREDICTIONS
 
@@ -34,7 +34,10 @@ class TrainStage(FlowStage):
         "Coupling for this stage (default: the current coupling).", kind="couplings", default=None
     )
     init: str | None = option(
-        "Stage whose final weights initialise this flow (default: none).", Nullable(Text()), None
+        "Stage whose final weights initialise this flow (default: none); it must have this "
+        "stage's model, path and prediction.",
+        Nullable(Text()),
+        None,
     )
 
     def references(self, key: str) -> list[tuple[str, str]]:
@@ -56,6 +59,11 @@ class TrainStage(FlowStage):
         exp = ctx.experiment
         own = {"model": self.model, "path": self.path, "prediction": self.prediction}
         return {k: getattr(exp, k) if v is None else v for k, v in own.items()}
+
+    def init_conflict(self, ctx: Any) -> str | None:
+        if self.init is None or same_flow(ctx.specs[self.init], self.flow_spec(ctx)):
+            return None
+        return spec_conflict(self.init, ctx.specs[self.init], self.flow_spec(ctx), "this stage's")
 
     def run(self, ctx: Any) -> dict[str, Any]:
         coupling = ctx.coupling
