@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,43 @@ def test_a_reshaped_finite_source_keeps_its_epoch_state() -> None:
     assert batch.x0.shape == (3, 1, 2, 2) and set(coupling.state_dict()) == {"source", "target"}
     x, cond = reshape_to(target, (4,)).sample_conditional(2, gen)
     assert x.shape == (2, 4) and cond["y"].shape == (2,)
+
+
+def test_group_size_bounds_bytes_and_work() -> None:
+    from flowkit.training.batches import GROUP_BYTES, MAX_GROUP, group_size
+
+    assert group_size(1_000, 0.0001) == MAX_GROUP  # cheap small batches travel in groups
+    assert group_size(GROUP_BYTES // 3, 0.0001) == 3  # bounded by memory
+    assert group_size(1_000, 0.008) == 2  # bounded by the work per item (20 ms)
+    assert group_size(GROUP_BYTES * 2, 5.0) == 1  # never less than one batch
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batches_are_the_same_whatever_the_group_size(monkeypatch, tmp_path, workers) -> None:
+    """Groups of 3 batches per loader item (forced) give the run of groups of 1, and a run
+    stopped mid-group resumes to the same result."""
+    import flowkit.training.batches as batches
+
+    monkeypatch.setattr(batches, "group_size", lambda *args: 1)
+    single_flow, single, single_state = run(8, "minibatch_ot", num_workers=workers)
+    monkeypatch.setattr(batches, "group_size", lambda *args: 3)
+    grouped_flow, grouped, grouped_state = run(8, "minibatch_ot", num_workers=workers)
+    assert grouped == single and same_weights(grouped_flow, single_flow)
+    assert grouped_state == single_state
+    run(4, "minibatch_ot", num_workers=workers, checkpoint_dir=tmp_path)  # stops inside a group
+    flow, losses, _ = run(8, "minibatch_ot", num_workers=workers, checkpoint_dir=tmp_path,
+                          resume=True)
+    assert losses == single and same_weights(flow, single_flow)
+
+
+def test_stream_groups_list_consecutive_batches() -> None:
+    flow = new_flow()
+    coupling = fk.couplings.build({"name": "independent", "source": "gaussian", "target": "moons"})
+    config = fk.training.TrainConfig(steps=1, batch_size=8, num_workers=1)
+    trainer = fk.training.Trainer(flow, coupling, config, torch.Generator().manual_seed(0))
+    stream = BatchStream(trainer, seed=3, first=0, starts=[], begin=1, group=4)
+    first, second = itertools.islice(iter(stream), 2)
+    assert len(first) == len(second) == 4
+    for k, (_kind, fields) in enumerate(first + second, start=1):
+        expected = stream.batch(k)
+        assert torch.equal(torch.from_numpy(fields["x0"][0]), expected.x0)
