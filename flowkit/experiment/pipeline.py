@@ -193,17 +193,12 @@ class SpecView:
         return next(reversed(self.specs))
 
 
-def check_init(stage: Any, view: SpecView, key: str, problems: Problems) -> None:
-    """Record the spec of a flow stage and report an ``init`` that names a flow of another
-    model, path or prediction (the run would otherwise stop there, or save mismatched
-    weights)."""
-    try:
-        view.specs[stage.name] = spec = stage.flow_spec(view)
-        conflict = None if spec is None else stage.init_conflict(view)
-    except (KeyError, TypeError, AttributeError, StopIteration):  # a bad reference or a
-        # referenced stage without a spec: reported already
-        view.specs[stage.name] = None
-        return
+def check_init(stage: Any, view: SpecView, key: str, problems: Problems, formed: bool) -> None:
+    """Record the spec of a flow stage (None unless ``formed``: its references are valid) and
+    report an ``init`` that names a flow of another model, path or prediction (the run would
+    otherwise stop there, or save mismatched weights)."""
+    view.specs[stage.name] = spec = stage.flow_spec(view) if formed else None
+    conflict = None if spec is None else stage.init_conflict(view)
     if conflict is not None:
         problems.append((join_key(key, "init"), conflict))
 
@@ -239,11 +234,12 @@ def check_pipeline(experiment: Any, problems: Problems) -> None:
             problems.append((join_key(key, "name"), f"duplicate stage name {stage.name!r}"))
         seen.add(directory_key(stage.name))
         stage.resolve(experiment, parts, key, problems)
+        before = len(problems)
         if stage.needs_flow and not flows:
             problems.append((key, f"a {stage.type} stage needs a flow stage before it"))
         else:
             for ref_key, name in stage.references(key):
                 check_reference(name, flows, ref_key, problems)
         if stage.produces_flow:
-            check_init(stage, view, key, problems)
+            check_init(stage, view, key, problems, formed=len(problems) == before)
             flows.append(stage.name)

@@ -133,10 +133,32 @@ class FlowStage(Stage):
         """Model, path and prediction of this stage's flow (``ctx`` is read for
         ``experiment``, ``specs`` and ``last_flow()`` only, so validation can ask too)."""
 
-    def init_conflict(self, ctx: Any) -> str | None:
-        """Why the stage this one starts from (its ``init``) cannot start it, or None: its
-        flow has another model, path or prediction (read from ``ctx`` as :meth:`flow_spec`)."""
+    def named_init(self) -> str | None:
+        """The earlier stage whose weights start this one, if ``init`` names one."""
         return None
+
+    def init_owner(self, ctx: Any) -> str:
+        """Whose flow spec this stage has, in :meth:`init_conflict`'s message."""
+        return "this stage's"
+
+    def init_conflict(self, ctx: Any) -> str | None:
+        """Why the stage named by ``init`` cannot start this one, or None: its flow has another
+        model, path or prediction (component specs compared as ``(name, options)``, so ``mlp``
+        equals ``{name: mlp}``). ``ctx`` is read as by :meth:`flow_spec`; a spec of None (not
+        formed: validation has reported why) is not compared."""
+        name = self.named_init()
+        theirs = None if name is None else ctx.specs[name]
+        if theirs is None:
+            return None
+        ours = self.flow_spec(ctx)
+        differs = [k for k in FLOW_KEYS if normal_spec(theirs.get(k)) != normal_spec(ours.get(k))]
+        if not differs:
+            return None
+        shown = "; ".join(f"{k} {theirs.get(k)!r} against {ours.get(k)!r}" for k in differs)
+        return (
+            f"names {name!r}, whose flow differs from {self.init_owner(ctx)} ({shown}): a stage "
+            "starts only from the weights of the same model, path and prediction"
+        )
 
     def fit(self, ctx: Any, flow: Flow, coupling: Any) -> Any:
         """Train ``flow`` on ``coupling`` (resumable); the mean loss of every ``log_every``
@@ -191,24 +213,9 @@ class FlowStage(Stage):
         )
 
 
-def same_flow(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether two flow specs (model, path, prediction) name the same flow: component specs
-    compared as ``(name, options)``, so ``mlp`` equals ``{name: mlp}``."""
-
-    def normal(spec: Any) -> Any:
-        return split_spec(spec) if isinstance(spec, str | Mapping) else spec
-
-    return {k: normal(a.get(k)) for k in FLOW_KEYS} == {k: normal(b.get(k)) for k in FLOW_KEYS}
-
-
-def spec_conflict(init: str, theirs: Mapping[str, Any], ours: Mapping[str, Any], whose: str) -> str:
-    """The message of an ``init`` whose flow spec differs from the one it must have."""
-    differs = [k for k in FLOW_KEYS if theirs.get(k) != ours.get(k)]
-    shown = "; ".join(f"{k} {theirs.get(k)!r} against {ours.get(k)!r}" for k in differs)
-    return (
-        f"names {init!r}, whose flow differs from {whose} ({shown}): a stage starts only from "
-        "the weights of the same model, path and prediction"
-    )
+def normal_spec(spec: Any) -> Any:
+    """A component spec as ``(name, options)`` (other values as they are)."""
+    return split_spec(spec) if isinstance(spec, str | Mapping) else spec
 
 
 def train_arguments(config: TrainConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from flowkit.checks import Custom, Nullable, Real, Text, at_most
 from flowkit.conditions import NULLABLE_KEYS
 from flowkit.experiment.schema import ONE_SOLVER
 from flowkit.experiment.specs import Problems, SolverSpec, join_key
-from flowkit.experiment.stages.base import FlowStage, same_flow, spec_conflict
+from flowkit.experiment.stages.base import FlowStage
 from flowkit.flow import Flow
 from flowkit.options import option
 
@@ -74,12 +74,12 @@ class PairStage(FlowStage):
             raise ValueError(f"init {conflict}")
         return copy.deepcopy(ctx.flows[start])
 
-    def init_conflict(self, ctx: Any) -> str | None:
-        """A named ``init`` must have the teacher's spec (a student has its teacher's)."""
-        if self.init in INIT_WORDS or same_flow(ctx.specs[self.init], self.flow_spec(ctx)):
-            return None
-        teacher = f"the teacher {self.teacher_name(ctx)!r}'s"
-        return spec_conflict(self.init, ctx.specs[self.init], self.flow_spec(ctx), teacher)
+    def named_init(self) -> str | None:
+        return None if self.init in INIT_WORDS else self.init
+
+    def init_owner(self, ctx: Any) -> str:
+        """A student has its teacher's spec."""
+        return f"the teacher {self.teacher_name(ctx)!r}'s"
 
     def pair_arguments(self, ctx: Any) -> dict[str, Any]:
         """Keyword arguments of ``fk.reflow`` and ``fk.distill``: the pair store, its shards,

@@ -10,7 +10,7 @@ from flowkit.checks import Nullable, OneOf, Text
 from flowkit.experiment.components import build_coupling
 from flowkit.experiment.pipeline import check_model_fits
 from flowkit.experiment.specs import Problems, join_key, report
-from flowkit.experiment.stages.base import STAGE_TYPES, FlowStage, same_flow, spec_conflict
+from flowkit.experiment.stages.base import STAGE_TYPES, FlowStage
 from flowkit.options import option
 from flowkit.paths.affine import PREDICTIONS
 
@@ -60,10 +60,8 @@ class TrainStage(FlowStage):
         own = {"model": self.model, "path": self.path, "prediction": self.prediction}
         return {k: getattr(exp, k) if v is None else v for k, v in own.items()}
 
-    def init_conflict(self, ctx: Any) -> str | None:
-        if self.init is None or same_flow(ctx.specs[self.init], self.flow_spec(ctx)):
-            return None
-        return spec_conflict(self.init, ctx.specs[self.init], self.flow_spec(ctx), "this stage's")
+    def named_init(self) -> str | None:
+        return self.init
 
     def run(self, ctx: Any) -> dict[str, Any]:
         coupling = ctx.coupling
