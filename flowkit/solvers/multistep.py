@@ -27,7 +27,7 @@ guard ``[eps, 1 − eps]`` of the path (finite). Backward solves (t = 1 → 0) a
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -137,8 +137,6 @@ class Multistep(Solver):
     """
 
     max_order: ClassVar[int] = 3
-    #: the order of each step (steps, order, lower_order_final) -> orders
-    orders_of: ClassVar[Callable[[int, int, bool], list[int]]] = staticmethod(step_orders)
 
     def __init__(
         self,
@@ -155,6 +153,10 @@ class Multistep(Solver):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(order={self.order}, interpolation={self.interpolation!r})"
 
+    def step_orders(self, steps: int) -> list[int]:
+        """The order of each of ``steps`` steps (:func:`step_orders`)."""
+        return step_orders(steps, self.order, self.lower_order_final)
+
     @abstractmethod
     def weights(self, g: GridCoefficients, i: int, k: int) -> Weights:
         """Predictor (and corrector) weights of step ``i`` at order ``k``."""
@@ -162,7 +164,7 @@ class Multistep(Solver):
     def coefficients(self, path: AffinePath, grid: Tensor) -> list[StepCoefficients]:
         """Every step's scalars, from the grid alone (float64, once per solve)."""
         g = GridCoefficients.on(path, grid)
-        orders = self.orders_of(len(grid) - 1, self.order, self.lower_order_final)
+        orders = self.step_orders(len(grid) - 1)
         if self.interpolation == "logsnr":
             orders = [usable_order(g.ell, i, k) for i, k in enumerate(orders)]
         return [
@@ -232,7 +234,10 @@ class DPMSolverPP(Multistep):
     """
 
     name = "dpm_solver_pp"
-    orders_of = staticmethod(dpm_step_orders)
+
+    def step_orders(self, steps: int) -> list[int]:
+        """DPM-Solver++'s rule (:func:`dpm_step_orders`)."""
+        return dpm_step_orders(steps, self.order, self.lower_order_final)
 
     def weights(self, g: GridCoefficients, i: int, k: int) -> Weights:
         if self.interpolation == "flow_time":
