@@ -20,8 +20,7 @@ import numpy as np
 
 from flowkit.atomic import atomic_write
 from flowkit.checks import OptionError
-from flowkit.errors import DamagedRunError
-from flowkit.experiment.errors import ConfigError, RunInUseError
+from flowkit.errors import ConfigError, DamagedRunError, RunInUseError
 from flowkit.registry import REGISTRIES, RegistryError, did_you_mean
 
 EXIT_FAILED = 1
@@ -290,7 +289,7 @@ def check_output(out: Path, force: bool) -> None:
 def write_samples(x: object, out: Path) -> None:
     """Save samples by the suffix of ``out``: safetensors, npy, or a PNG plot (atomically: a
     new file replaces ``out``, never written through a link)."""
-    from flowkit.experiment.plot_figures import single_figure
+    from flowkit.figures import single_figure
 
     suffix = out.suffix.lower()
     write: Callable[[Path], object]

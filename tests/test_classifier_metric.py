@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import flowkit as fk
+from flowkit.errors import ConfigError
 from flowkit.experiment import RunDir, evaluate_run
 from flowkit.experiment.classifier import CLASSIFIER_FILE, labelled_examples
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.schema import validate
 from flowkit.metrics import Classifier, classifier_accuracy, fit_classifier
 

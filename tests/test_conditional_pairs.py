@@ -9,8 +9,8 @@ from conditional_toys import COUPLING, TARGET, LabelNet
 
 import flowkit as fk
 from flowkit.couplings.store import StoreMismatchError
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import load_config
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.schema import validate
 
 

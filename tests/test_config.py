@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import (
     apply_overrides,
     builtin_path,
@@ -15,7 +16,6 @@ from flowkit.experiment.config import (
     parse_yaml,
     set_path,
 )
-from flowkit.experiment.errors import ConfigError
 
 
 def write(path: Path, text: str) -> Path:

@@ -14,8 +14,8 @@ from PIL import Image
 import flowkit as fk
 from flowkit.data.arrays import ArrayFileError
 from flowkit.data.image_folder import ImageFolderError
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import load_config
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.schema import validate
 
 ROWS = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 import flowkit as fk
 from flowkit import distributed
-from flowkit.experiment.errors import ConfigError
+from flowkit.errors import ConfigError
 from flowkit.training import TrainConfig, Trainer
 from flowkit.training.ddp_trainer import DistributedTrainer
 from flowkit.training.trainer import TrainBatch

@@ -12,8 +12,8 @@ import pytest
 
 import flowkit as fk
 from flowkit.checks import Integer, Nullable, Real
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import load_config
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.parse import yaml_fields
 from flowkit.experiment.schema import Evaluation, Experiment, Plots, validate
 from flowkit.experiment.stages import STAGE_TYPES

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.collections import LineCollection
 
-from flowkit.experiment import plot_figures as figs
+from flowkit import figures as figs
 from flowkit.experiment.report import build_report
 from flowkit.experiment.rundir import RunDir
 from flowkit.experiment.schema import validate

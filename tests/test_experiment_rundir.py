@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowkit.experiment.errors import ConfigError
+from flowkit.errors import ConfigError
 from flowkit.experiment.rundir import RunDir
 
 

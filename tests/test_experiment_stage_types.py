@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import flowkit as fk
-from flowkit.experiment.errors import ConfigError
+from flowkit.errors import ConfigError
 from flowkit.experiment.reference import generate
 from flowkit.experiment.schema import validate
 from flowkit.experiment.stages import STAGE_TYPES

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import load_config
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.schema import stage_names, validate
 
 # (override, key path expected in the report, a phrase expected in its message)

@@ -11,8 +11,8 @@ from conditional_toys import TARGET
 
 import flowkit as fk
 from flowkit.cli import main
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import load_config
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.rundir import RunDir
 from flowkit.experiment.runner import sample_run
 from flowkit.experiment.schema import validate

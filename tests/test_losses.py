@@ -10,8 +10,8 @@ from torch import nn
 
 import flowkit as fk
 from flowkit.checks import OptionError
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import load_config
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.schema import validate
 from flowkit.losses import Loss, build_loss, default_huber_c
 from flowkit.training.config import TrainConfig

@@ -14,7 +14,7 @@ import torch
 
 import flowkit as fk
 import flowkit.registry as registry_module
-from flowkit.experiment.errors import ConfigError
+from flowkit.errors import ConfigError
 from flowkit.experiment.schema import validate
 from flowkit.registry import MODELS, RegistryError, RegistryTypeError
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import flowkit as fk
+from flowkit.errors import ConfigError
 from flowkit.experiment import validate
-from flowkit.experiment.errors import ConfigError
 from flowkit.models.conditioning import ConditionError
 
 IMAGE_MODELS = [

@@ -101,7 +101,7 @@ def test_batches_travel_as_bytes_in_any_dtype() -> None:
 def test_a_reshaped_finite_source_keeps_its_epoch_state() -> None:
     """The experiment reshapes a source to the target's event shape; its epoch position is
     still the coupling's state (and so in the checkpoint)."""
-    from flowkit.experiment.components import reshape_to
+    from flowkit.data.reshaped import reshape_to
 
     source = reshape_to(fk.data.from_tensor(torch.randn(10, 4)), (1, 2, 2))
     target = fk.data.from_tensor(torch.randn(6, 1, 2, 2), labels=torch.arange(6) % 2)

@@ -14,7 +14,7 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "ConfigError": "flowkit.experiment.errors",
+    "ConfigError": "flowkit.errors",
     "Experiment": "flowkit.experiment.schema",
     "STAGE_TYPES": "flowkit.experiment.stages",
     "Stage": "flowkit.experiment.stages",

@@ -12,17 +12,10 @@ from typing import Any
 import torch
 
 from flowkit.checks import OptionError
-from flowkit.couplings.base import draw
+from flowkit.data.reshaped import reshape_to
 from flowkit.experiment.specs import registry
 from flowkit.flow import Flow
 from flowkit.registry import split_spec
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def source_spec(source: Any, target: Any) -> Any:
@@ -30,44 +23,6 @@ def source_spec(source: Any, target: Any) -> Any:
     if source is not None:
         return source
     return {"name": "gaussian", "dim": math.prod(target.event_shape)}
-
-
-def reshape_to(dist: Any, event_shape: tuple[int, ...]) -> Any:
-    """``dist`` itself, or a view whose samples are reshaped to ``event_shape`` (same size)."""
-    if tuple(dist.event_shape) == tuple(event_shape):
-        return dist
-    return ReshapedDistribution(dist, event_shape)
-
-
-class ReshapedDistribution:
-    """A distribution whose samples are reshaped to ``event_shape`` (e.g. 64 -> (1, 8, 8))."""
-
-    def __init__(self, base: Any, event_shape: tuple[int, ...]) -> None:
-        if math.prod(base.event_shape) != math.prod(event_shape):
-            raise ValueError(
-                f"data.source has event shape {tuple(base.event_shape)}, which cannot be "
-                f"reshaped to the target's {tuple(event_shape)}"
-            )
-        self.base = base
-        self.event_shape = tuple(event_shape)
-
-    def __repr__(self) -> str:
-        return f"Reshaped({self.base!r}, {self.event_shape})"
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.base.sample(n, generator=generator).reshape(n, *self.event_shape)
-
-    def sample_conditional(
-        self, n: int, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x, cond = draw(self.base, n, generator)
-        return x.reshape(n, *self.event_shape), cond
-
-    def __getattr__(self, name: str) -> Any:
-        """Everything else is the base's (finite data's epoch state and statistics included)."""
-        if name == "base":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.base, name)
 
 
 def build_data(data: Any) -> tuple[Any, Any]:

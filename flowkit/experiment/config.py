@@ -1,6 +1,6 @@
 """Loading experiments: safe YAML, ``extends:`` inheritance and typed ``--set`` overrides.
 
-- Files are read by :mod:`flowkit.experiment.yamlio`: a safe loader (no Python objects) that
+- Files are read by :mod:`flowkit.yamlio`: a safe loader (no Python objects) that
   reads YAML 1.2 floats such as ``1e-3`` as numbers, refuses duplicate keys, and bounds size,
   depth and alias expansion.
 - ``extends: base.yaml`` (or a list of files) loads the bases first and deep-merges this file on
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.checks import shown
-from flowkit.experiment.errors import ConfigError
-from flowkit.experiment.yamlio import parse_yaml, read_text
+from flowkit.errors import ConfigError
 from flowkit.registry import DISTRIBUTIONS
+from flowkit.yamlio import parse_yaml, read_text
 
 BUILTIN_DIR = Path(__file__).parent
 DEFAULT_EXPERIMENT = "default"

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from flowkit.experiment.components import build_coupling, build_data, build_flow, pick_device
+from flowkit.devices import pick_device
+from flowkit.experiment.components import build_coupling, build_data, build_flow
 from flowkit.experiment.data_statistics import keep_statistics
 from flowkit.experiment.rundir import WEIGHTS_FILE, RunDir
 from flowkit.experiment.schema import Experiment

@@ -21,8 +21,8 @@ import torch
 from einops import repeat
 
 import flowkit
+from flowkit import figures as figs
 from flowkit.conditions import LABEL_KEY
-from flowkit.experiment import plot_figures as figs
 from flowkit.experiment.context import Context
 from flowkit.flow import Flow
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from itertools import zip_longest
 from typing import Any
 
-from flowkit.experiment.errors import ConfigError
+from flowkit.errors import ConfigError
 from flowkit.experiment.rundir import RunDir
 
 FREE_KEYS = ("description",)

@@ -30,7 +30,7 @@ import os
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,9 @@ from torch import Tensor
 
 from flowkit.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
 from flowkit.checks import OptionError
-from flowkit.errors import DamagedRunError
-from flowkit.experiment.errors import ConfigError, RunInUseError
-from flowkit.experiment.yamlio import parse_yaml
+from flowkit.errors import ConfigError, DamagedRunError, RunInUseError
 from flowkit.integrity import read_json, seal, sha256_bytes, strict_json
+from flowkit.yamlio import parse_yaml
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -99,24 +98,6 @@ def check_name(value: Any, name: str, reserve: int = 0) -> str:
 def directory_key(name: str) -> str:
     """What a directory name is on a case-insensitive, normalising file system."""
     return unicodedata.normalize("NFC", name).casefold()
-
-
-def check_stage_names(names: Iterable[Any], key: str = "stages") -> None:
-    """Check every stage name (:func:`check_name`) and that no two share a directory.
-
-    Two names that differ only in letter case or Unicode normalisation (``Train`` and ``train``)
-    would share a directory on macOS and Windows, so they are refused everywhere.
-
-    Raises:
-        OptionError: at ``key[i].name`` for the first bad or clashing name.
-    """
-    seen: dict[str, str] = {}
-    for i, value in enumerate(names):
-        where = f"{key}[{i}].name"
-        check_name(value, where)
-        other = seen.setdefault(directory_key(value), value)
-        if other != value:
-            raise OptionError(where, f"{value!r} and {other!r} would share one directory")
 
 
 class RunDir:

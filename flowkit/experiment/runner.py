@@ -20,10 +20,9 @@ import flowkit
 from flowkit import distributed
 from flowkit.checks import OptionError
 from flowkit.conditions import LABEL_KEY, num_classes_of
-from flowkit.errors import DamagedRunError
+from flowkit.errors import ConfigError, DamagedRunError
 from flowkit.experiment.config import load_config
 from flowkit.experiment.context import Context, restored_threads
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.report import write_report
 from flowkit.experiment.resume import accept_changes
 from flowkit.experiment.rundir import DONE_FILE, RunDir

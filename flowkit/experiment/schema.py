@@ -14,8 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from flowkit.checks import (
     NON_NEGATIVE_INT,
     Custom,
@@ -30,7 +28,8 @@ from flowkit.checks import (
     at_most,
     shown,
 )
-from flowkit.experiment.errors import ConfigError
+from flowkit.devices import check_device
+from flowkit.errors import ConfigError
 from flowkit.experiment.parse import construct, parse_section, yaml_fields
 from flowkit.experiment.rundir import RUN_SUFFIX_BYTES, check_name
 from flowkit.experiment.specs import (
@@ -48,25 +47,6 @@ from flowkit.training.config import TrainConfig
 
 Spec = str | dict[str, Any]
 TRAINING_DEFAULTS = {"steps": 2000, "batch_size": 256, "checkpoint_every": 500}
-
-
-def check_device(device: Any, name: str = "device") -> str:
-    """``cpu``, ``auto``, ``mps``, ``cuda`` or ``cuda:N``, and available on this machine."""
-    head, _, index = str(device).partition(":")
-    valid = head in ("cpu", "auto", "mps", "cuda") and (
-        not index or (head, index.isdigit()) == ("cuda", True)
-    )
-    if not isinstance(device, str) or not valid:
-        raise OptionError(name, f"must be cpu, auto, mps, cuda or cuda:N, got {device!r}")
-    if head == "cuda" and not torch.cuda.is_available():
-        raise OptionError(name, f"{device!r} requested, but CUDA is not available")
-    if head == "cuda" and index and int(index) >= torch.cuda.device_count():
-        raise OptionError(
-            name, f"{device!r} requested, but {torch.cuda.device_count()} GPU(s) seen"
-        )
-    if head == "mps" and not torch.backends.mps.is_available():
-        raise OptionError(name, f"{device!r} requested, but MPS is not available")
-    return device
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from run_fixtures import TINY, copy_run, make_run
 
 import flowkit as fk
 from flowkit.cli import main
-from flowkit.experiment.errors import RunInUseError
+from flowkit.errors import RunInUseError
 from flowkit.experiment.rundir import LOCK_FILE, RunDir
 
 HOLD = """

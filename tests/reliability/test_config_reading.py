@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import load_config
-from flowkit.experiment.errors import ConfigError
-from flowkit.experiment.yamlio import MAX_BYTES, MAX_DEPTH
+from flowkit.yamlio import MAX_BYTES, MAX_DEPTH
 
 LAUGHS = (
     "a: &a [x, x, x, x, x, x, x, x, x, x]\n"

@@ -16,8 +16,8 @@ from run_fixtures import TINY, make_run
 import flowkit as fk
 from flowkit.checks import OptionError
 from flowkit.cli import main
-from flowkit.errors import DamagedRunError
-from flowkit.experiment.rundir import RunDir, check_name, check_stage_names
+from flowkit.errors import ConfigError, DamagedRunError
+from flowkit.experiment.rundir import RunDir, check_name
 from flowkit.integrity import read_json
 from flowkit.training.checkpoint import CheckpointData, latest_checkpoint, write_checkpoint
 
@@ -59,10 +59,14 @@ def test_check_name_refuses_non_strings_and_reserves_suffix_bytes() -> None:
 
 @pytest.mark.parametrize("names", [["a", "A"], ["Café", "Cafe\u0301"], ["train", "Train"]], ids=str)
 def test_stage_names_sharing_a_directory_are_refused(names: list[str]) -> None:
-    with pytest.raises(OptionError, match="would share one directory") as err:
-        check_stage_names(["x", *names])
-    assert err.value.option == "stages[2].name"
-    check_stage_names(["a", "b", "a-2"])
+    stages = [{"type": "train", "name": n} for n in ["x", *names]]
+    with pytest.raises(ConfigError) as err:
+        fk.experiment.validate({"stages": stages})
+    assert [key for key, _ in err.value.problems] == ["stages[2].name"]
+    assert "would share one directory" in err.value.problems[0][1]
+    distinct = [{"type": "train", "name": n} for n in ["a", "b", "a-2"]]
+    experiment = fk.experiment.validate({"stages": distinct})
+    assert [s.name for s in experiment.stages] == ["a", "b", "a-2"]
 
 
 @pytest.mark.parametrize("name", ["../evil", "/tmp/evil", "..", "a\x00"])

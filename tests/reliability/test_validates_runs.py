@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import flowkit as fk
+from flowkit.errors import ConfigError
 from flowkit.experiment.config import load_config
-from flowkit.experiment.errors import ConfigError
 from flowkit.experiment.schema import validate
 
 # (override, key path of the problem, a phrase of its message)

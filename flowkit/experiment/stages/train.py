@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from flowkit.checks import Nullable, OneOf, Text
 from flowkit.experiment.components import build_coupling
-from flowkit.experiment.pipeline import check_model_fits
+from flowkit.experiment.pipeline import check_model
 from flowkit.experiment.specs import Problems, join_key, report
 from flowkit.experiment.stages.base import STAGE_TYPES, FlowStage
 from flowkit.options import option
@@ -48,7 +48,7 @@ class TrainStage(FlowStage):
         if parts is None:
             return
         if self.model is not None:
-            check_model_fits(self.model, parts, join_key(key, "model"), problems)
+            check_model(self.model, parts, join_key(key, "model"), problems)
         if self.coupling is not None:
             try:
                 build_coupling(self.coupling, parts.source, parts.target)

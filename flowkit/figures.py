@@ -1,7 +1,14 @@
-"""Figures of a run, as pure functions of arrays and metric records (matplotlib, no pyplot).
+"""Figures of samples, trajectories and metrics, as pure functions of arrays and metric records
+(matplotlib, no pyplot).
 
-Each function returns a :class:`matplotlib.figure.Figure`; :mod:`flowkit.experiment.plots`
-computes the data and saves them as PNG through the run directory.
+Each function returns a :class:`matplotlib.figure.Figure`, to save or show as you like: an
+experiment's :mod:`flowkit.experiment.plots` computes the data and saves them into the run
+directory, ``flowkit sample --plot`` uses :func:`single_figure`.
+
+Example:
+    >>> import numpy as np
+    >>> from flowkit.figures import single_figure
+    >>> single_figure(np.random.randn(500, 2), "samples").savefig("samples.png")  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from flowkit.experiment.errors import ConfigError
+from flowkit.errors import ConfigError
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 64
