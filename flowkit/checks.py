@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 import reprlib
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -246,6 +247,40 @@ class Custom(Check):
         return self.text
 
 
+@dataclass(frozen=True)
+class FileName(Check):
+    """A safe name for a run or stage directory: a non-empty string of at most ``255 - reserve``
+    UTF-8 bytes (``reserve``: bytes the caller appends, e.g. a run's timestamp), without ``/``,
+    ``\\``, NUL or other control characters, not starting with ``.`` (so neither ``.`` nor
+    ``..``, nor a hidden or temporary name)."""
+
+    reserve: int = 0
+
+    def __call__(self, value: Any, name: str) -> str:
+        if not isinstance(value, str):
+            raise OptionError(name, f"must be a string, got {type(value).__name__}")
+        limit = 255 - self.reserve
+        if not value:
+            raise OptionError(name, "must not be empty")
+        if any(c in value for c in "/\\"):
+            raise OptionError(
+                name, f"must not contain '/' or '\\' (it names a directory), got {value!r}"
+            )
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            raise OptionError(name, "must not contain NUL or other control characters")
+        if value.startswith("."):
+            raise OptionError(
+                name, f"must not start with '.' (no '.', '..' or hidden names), got {value!r}"
+            )
+        size = len(value.encode("utf-8"))
+        if size > limit:
+            raise OptionError(name, f"must be at most {limit} bytes in UTF-8, got {size}")
+        return value
+
+    def describe(self) -> str:
+        return "a file name (no `/`, no leading `.`)"
+
+
 def at_most(limit: int) -> Integer:
     """A positive integer up to ``limit``: a resource size (steps, samples, widths) with a sane
     upper bound, so a typo such as ``1e12`` is an error before any work instead of an
@@ -257,3 +292,4 @@ POSITIVE_INT = Integer(minimum=1)
 NON_NEGATIVE_INT = Integer(minimum=0)
 POSITIVE_REAL = Real(minimum=0, exclusive_minimum=True)
 PROBABILITY = Real(minimum=0, maximum=1)
+FILE_NAME = FileName()

@@ -123,7 +123,7 @@ def check_pipeline(experiment: Any, problems: Problems) -> None:
         if other == stage.name:
             problems.append((join_key(key, "name"), f"duplicate stage name {stage.name!r}"))
         elif other is not None:  # Train and train share a directory on macOS and Windows
-            why = f"{stage.name!r} and {other!r} would share one directory"
+            why = f"duplicate stage name: {stage.name!r} and {other!r} would share one directory"
             problems.append((join_key(key, "name"), why))
         seen.setdefault(directory_key(stage.name), stage.name)
         stage.resolve(experiment, parts, key, problems)

@@ -19,7 +19,8 @@ Files read back later are checked against their recorded sha256; a damaged one r
 (``writer=True``, rank 0 of a distributed run) touches the disk: on other ranks every write
 method is a no-op, so rank-0-only output needs no checks elsewhere.
 
-Names (the run's and the stages') become directory names: :func:`check_name` keeps them inside.
+Names (the run's and the stages') become directory names: :class:`~flowkit.checks.FileName`
+keeps them inside.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from flowkit.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
-from flowkit.checks import OptionError
+from flowkit.checks import FILE_NAME, FileName
 from flowkit.errors import ConfigError, DamagedRunError, RunInUseError
 from flowkit.integrity import read_json, seal, sha256_bytes, strict_json
 from flowkit.yamlio import parse_yaml
@@ -55,44 +56,7 @@ LOCK_FILE = ".lock"
 FILES_KEY = "files"
 #: Bytes a run name leaves for the directory's ``-YYYYmmdd-HHMMSS-NN`` suffix.
 RUN_SUFFIX_BYTES = 19
-MAX_NAME_BYTES = 255
 CONFIG_HEADER = re.compile(r"\A# flowkit run config, sha256 of the lines below: ([0-9a-f]{64})\n")
-
-
-def check_name(value: Any, name: str, reserve: int = 0) -> str:
-    """``value`` if it is a safe file name for a run or stage directory, else raise.
-
-    A safe name is a non-empty string of at most ``255 - reserve`` UTF-8 bytes, without ``/``,
-    ``\\``, NUL or other control characters, that does not start with ``.`` (so neither ``.``
-    nor ``..``, nor a hidden or temporary name).
-
-    Args:
-        value: the name.
-        name: the option's key path, for the error (``"name"``, ``"stages[1].name"``).
-        reserve: bytes the caller appends to the name (a run directory's timestamp).
-
-    Raises:
-        OptionError: naming ``name`` and what is wrong.
-    """
-    if not isinstance(value, str):
-        raise OptionError(name, f"must be a string, got {type(value).__name__}")
-    limit = MAX_NAME_BYTES - reserve
-    if not value:
-        raise OptionError(name, "must not be empty")
-    if any(c in value for c in "/\\"):
-        raise OptionError(
-            name, f"must not contain '/' or '\\' (it names a directory), got {value!r}"
-        )
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        raise OptionError(name, "must not contain NUL or other control characters")
-    if value.startswith("."):
-        raise OptionError(
-            name, f"must not start with '.' (no '.', '..' or hidden names), got {value!r}"
-        )
-    size = len(value.encode("utf-8"))
-    if size > limit:
-        raise OptionError(name, f"must be at most {limit} bytes in UTF-8, got {size}")
-    return value
 
 
 def directory_key(name: str) -> str:
@@ -125,7 +89,7 @@ class RunDir:
     def create(cls, out: str | Path, name: str, writer: bool = True) -> RunDir:
         """A new directory ``out/<name>-<YYYYmmdd-HHMMSS>`` (suffixed ``-2``, ``-3``, ... if that
         exists); processes creating the same name at once each get their own."""
-        check_name(name, "name", RUN_SUFFIX_BYTES)
+        FileName(RUN_SUFFIX_BYTES)(name, "name")
         stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if not writer:
             return cls(Path(out) / stem, writer)
@@ -154,7 +118,7 @@ class RunDir:
     @classmethod
     def latest(cls, out: str | Path, name: str, writer: bool = True) -> RunDir:
         """The most recent run of experiment ``name`` under ``out``."""
-        check_name(name, "name", RUN_SUFFIX_BYTES)
+        FileName(RUN_SUFFIX_BYTES)(name, "name")
         runs = [p for p in Path(out).glob(f"{name}-*") if (p / CONFIG_FILE).is_file()]
         if not runs:
             raise ConfigError([("--resume", f"no run of {name!r} under {str(out)!r} to resume")])
@@ -204,8 +168,8 @@ class RunDir:
         return self.root.joinpath(*parts)
 
     def stage_path(self, stage: str, *parts: str) -> Path:
-        """``root/stages/<stage>/parts`` (``stage`` must be a safe name: :func:`check_name`)."""
-        return self.path("stages", check_name(stage, "stage name"), *parts)
+        """``root/stages/<stage>/parts`` (``stage`` must be a safe name)."""
+        return self.path("stages", FILE_NAME(stage, "stage name"), *parts)
 
     def writable_dir(self, *parts: str) -> Path | None:
         """Create and return ``root / parts`` for a writer; None on other ranks."""
@@ -223,7 +187,7 @@ class RunDir:
         writes its own shards).
         """
         if parts[:1] == ("stages",) and len(parts) > 1:
-            check_name(parts[1], "stage name")
+            FILE_NAME(parts[1], "stage name")
         directory = self.path(*parts)
         if self.writer:
             directory.mkdir(parents=True, exist_ok=True)
@@ -348,7 +312,7 @@ class RunDir:
     def mark_done(self, stage: str, info: Mapping[str, Any]) -> None:
         """Write the stage's completion marker (always the stage's last write), sealed and with
         the sha256 of the files this process saved directly in the stage's directory."""
-        prefix = f"stages/{check_name(stage, 'stage name')}/"
+        prefix = f"stages/{FILE_NAME(stage, 'stage name')}/"
         files = {
             rel.removeprefix(prefix): digest
             for rel, digest in self.digests.items()

@@ -17,6 +17,7 @@ from typing import Any
 from flowkit.checks import (
     NON_NEGATIVE_INT,
     Custom,
+    FileName,
     Flag,
     Integer,
     ListOf,
@@ -31,7 +32,7 @@ from flowkit.checks import (
 from flowkit.devices import check_device
 from flowkit.errors import ConfigError
 from flowkit.experiment.parse import construct, parse_section, yaml_fields
-from flowkit.experiment.rundir import RUN_SUFFIX_BYTES, check_name
+from flowkit.experiment.rundir import RUN_SUFFIX_BYTES
 from flowkit.experiment.specs import (
     Problems,
     check_component,
@@ -237,9 +238,7 @@ class Experiment:
 
     name: str = option(
         "Experiment name (prefix of the run directory).",
-        Custom(
-            lambda v, n: check_name(v, n, RUN_SUFFIX_BYTES), "a file name (no `/`, no leading `.`)"
-        ),
+        FileName(RUN_SUFFIX_BYTES),
         "experiment",
     )
     description: str = option("One-line description shown in report.md.", Text(), "")

@@ -14,10 +14,10 @@ import torch
 from run_fixtures import TINY, make_run
 
 import flowkit as fk
-from flowkit.checks import OptionError
+from flowkit.checks import FILE_NAME, FileName, OptionError
 from flowkit.cli import main
 from flowkit.errors import ConfigError, DamagedRunError
-from flowkit.experiment.rundir import RunDir, check_name
+from flowkit.experiment.rundir import RunDir
 from flowkit.integrity import read_json
 from flowkit.training.checkpoint import CheckpointData, latest_checkpoint, write_checkpoint
 
@@ -41,20 +41,20 @@ BAD_NAMES = {
 @pytest.mark.parametrize("value", sorted(BAD_NAMES))
 def test_check_name_refuses(value: str) -> None:
     with pytest.raises(OptionError, match=re.escape(BAD_NAMES[value])) as err:
-        check_name(value, "stages[2].name")
+        FILE_NAME(value, "stages[2].name")
     assert err.value.option == "stages[2].name"
 
 
 @pytest.mark.parametrize("value", ["train", "1-rf", "x" * 255, "é" * 127, "a.b", "a..b"])
 def test_check_name_accepts(value: str) -> None:
-    assert check_name(value, "name") == value
+    assert FILE_NAME(value, "name") == value
 
 
 def test_check_name_refuses_non_strings_and_reserves_suffix_bytes() -> None:
     with pytest.raises(OptionError, match="must be a string, got int"):
-        check_name(3, "name")
+        FILE_NAME(3, "name")
     with pytest.raises(OptionError, match="at most 236 bytes"):
-        check_name("x" * 240, "name", reserve=19)
+        FileName(reserve=19)("x" * 240, "name")
 
 
 @pytest.mark.parametrize("names", [["a", "A"], ["Café", "Cafe\u0301"], ["train", "Train"]], ids=str)

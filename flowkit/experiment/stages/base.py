@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import flowkit
-from flowkit.checks import Custom, Nullable
-from flowkit.experiment.rundir import check_name
+from flowkit.checks import FileName, Nullable
 from flowkit.experiment.specs import Problems, join_key, report
 from flowkit.flow import Flow
 from flowkit.options import declared, option
@@ -56,7 +55,7 @@ class Stage(ABC):
 
     name: str | None = option(
         "Unique stage name (default: the type, numbered if repeated).",
-        Nullable(Custom(lambda v, n: check_name(v, n, STAGE_SUFFIX_BYTES), "a file name")),
+        Nullable(FileName(STAGE_SUFFIX_BYTES)),
         None,
     )
     index: int = field(default=0, kw_only=True)
