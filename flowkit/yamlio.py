@@ -7,22 +7,27 @@
   and documents that expand to more than :data:`MAX_NODES` nodes through aliases ("billion
   laughs"), so a malformed file is a :class:`ConfigError`, not a ``MemoryError`` or
   ``RecursionError``.
+- :func:`sealed_yaml` writes a mapping with a first-line comment holding the sha256 of the rest;
+  :func:`read_sealed_yaml` reads it back and refuses a damaged copy (a run's ``config.yaml``).
 """
 
 from __future__ import annotations
 
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from flowkit.errors import ConfigError
+from flowkit.errors import ConfigError, DamagedRunError
+from flowkit.integrity import sha256_bytes
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 64
 MAX_NODES = 100_000
+SEAL = re.compile(r"\A# flowkit run config, sha256 of the lines below: ([0-9a-f]{64})\n")
 
 
 class SafeLoader(yaml.SafeLoader):
@@ -131,3 +136,37 @@ def read_text(path: Path) -> str:
             [("", f"is not UTF-8 text (byte {err.start}); experiment files are UTF-8 YAML")],
             str(path),
         ) from None
+
+
+def sealed_yaml(data: Mapping[str, Any]) -> str:
+    """YAML text of ``data`` after a first-line comment holding the sha256 of the rest."""
+    body = yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True)
+    return f"# flowkit run config, sha256 of the lines below: {sha256_bytes(body.encode())}\n{body}"
+
+
+def read_sealed_yaml(path: Path, what: str) -> dict[str, Any]:
+    """The mapping in file ``path`` written by :func:`sealed_yaml`, checked against its sha256
+    (a file without the comment, edited on purpose, is read as it is).
+
+    Raises:
+        DamagedRunError: naming ``path`` and ``what`` it holds, when the file is missing,
+            unreadable, not a mapping or differs from its sha256.
+    """
+    hint = (
+        "restore it from a backup; if you edited it on purpose, delete its first line "
+        "(the sha256 comment)"
+    )
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DamagedRunError(path, what, hint, f"unreadable: {err}") from None
+    match = SEAL.match(text)
+    if match and sha256_bytes(text[match.end() :].encode("utf-8")) != match.group(1):
+        raise DamagedRunError(path, what, hint, "its sha256 differs")
+    try:
+        data = parse_yaml(text, str(path))
+    except ConfigError as err:
+        raise DamagedRunError(path, what, hint, err.problems[0][1]) from None
+    if not isinstance(data, dict):
+        raise DamagedRunError(path, what, hint, "not a mapping")
+    return data

@@ -69,7 +69,7 @@ def test_non_writer_writes_nothing(tmp_path: Path) -> None:
     run.append_metric({"a": 1})
     run.mark_done("s", {})
     run.save_tensors("w.safetensors", {"w": torch.zeros(1)})
-    assert run.writable_dir("stages", "s") is None
+    run.shared_dir("stages", "s")
     assert not (tmp_path / "r").exists()
 
 

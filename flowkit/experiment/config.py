@@ -61,7 +61,13 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(
             [("", f"must be a mapping at the top level, got {shown(data)}")], str(path)
         )
-    data = resolve_data_paths(data, path.parent)
+    return with_bases(resolve_data_paths(data, path.parent), path.parent, (*chain, path))
+
+
+def with_bases(
+    data: dict[str, Any], directory: Path, chain: tuple[Path, ...] = ()
+) -> dict[str, Any]:
+    """``data`` merged over the files its ``extends`` names (relative to ``directory``)."""
     bases = data.pop("extends", None)
     if bases is None:
         return data
@@ -71,8 +77,7 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError([("extends", f"must be a file name or a list of them, got {bases!r}")])
     merged: dict[str, Any] = {}
     for base in bases:
-        base_path = resolve_base(base, path.parent)
-        merged = deep_merge(merged, read_file(base_path, (*chain, path)))
+        merged = deep_merge(merged, read_file(resolve_base(base, directory), chain))
     return deep_merge(merged, data)
 
 
@@ -185,12 +190,7 @@ def load_config(
     if source is None:
         config = read_file(builtin_path(DEFAULT_EXPERIMENT))
     elif isinstance(source, Mapping):
-        data = copy.deepcopy(dict(source))
-        bases = data.pop("extends", None)
-        config = {}
-        for base in [bases] if isinstance(bases, str) else bases or []:
-            config = deep_merge(config, read_file(resolve_base(base, Path.cwd())))
-        config = deep_merge(config, data)
+        config = with_bases(copy.deepcopy(dict(source)), Path.cwd())
     else:
         config = read_file(Path(source))
     apply_overrides(config, overrides)

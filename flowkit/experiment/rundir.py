@@ -28,7 +28,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +35,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
@@ -45,7 +43,7 @@ from flowkit.atomic import atomic_write, atomic_write_bytes, remove_stale_tempor
 from flowkit.checks import FILE_NAME, FileName
 from flowkit.errors import ConfigError, DamagedRunError, RunInUseError
 from flowkit.integrity import read_json, seal, sha256_bytes, strict_json
-from flowkit.yamlio import parse_yaml
+from flowkit.yamlio import read_sealed_yaml, sealed_yaml
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -56,7 +54,6 @@ LOCK_FILE = ".lock"
 FILES_KEY = "files"
 #: Bytes a run name leaves for the directory's ``-YYYYmmdd-HHMMSS-NN`` suffix.
 RUN_SUFFIX_BYTES = 19
-CONFIG_HEADER = re.compile(r"\A# flowkit run config, sha256 of the lines below: ([0-9a-f]{64})\n")
 
 
 def directory_key(name: str) -> str:
@@ -171,14 +168,6 @@ class RunDir:
         """``root/stages/<stage>/parts`` (``stage`` must be a safe name)."""
         return self.path("stages", FILE_NAME(stage, "stage name"), *parts)
 
-    def writable_dir(self, *parts: str) -> Path | None:
-        """Create and return ``root / parts`` for a writer; None on other ranks."""
-        if not self.writer:
-            return None
-        directory = self.path(*parts)
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
-
     def shared_dir(self, *parts: str) -> Path:
         """``root / parts`` on every rank, created by the writer.
 
@@ -210,11 +199,8 @@ class RunDir:
         return self.write_text(rel, strict_json(obj, indent=2) + "\n")
 
     def write_config(self, config: Mapping[str, Any]) -> Path:
-        """Write ``config.yaml`` with a first-line comment holding the sha256 of the rest."""
-        body = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
-        digest = sha256_bytes(body.encode("utf-8"))
-        header = f"# flowkit run config, sha256 of the lines below: {digest}\n"
-        return self.write_text(CONFIG_FILE, header + body)
+        """Write ``config.yaml``, sealed (:func:`flowkit.yamlio.sealed_yaml`)."""
+        return self.write_text(CONFIG_FILE, sealed_yaml(config))
 
     def read_config(self) -> dict[str, Any]:
         """The experiment in ``config.yaml``, checked against its recorded sha256.
@@ -222,25 +208,7 @@ class RunDir:
         Raises:
             DamagedRunError: the file is missing, unreadable or differs from its sha256.
         """
-        path = self.path(CONFIG_FILE)
-        hint = (
-            "restore it from a backup; if you edited it on purpose, delete its first line "
-            "(the sha256 comment)"
-        )
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise DamagedRunError(path, "run config", hint, f"unreadable: {err}") from None
-        match = CONFIG_HEADER.match(text)
-        if match and sha256_bytes(text[match.end() :].encode("utf-8")) != match.group(1):
-            raise DamagedRunError(path, "run config", hint, "its sha256 differs")
-        try:
-            config = parse_yaml(text, str(path))
-        except ConfigError as err:
-            raise DamagedRunError(path, "run config", hint, err.problems[0][1]) from None
-        if not isinstance(config, dict):
-            raise DamagedRunError(path, "run config", hint, "not a mapping")
-        return config
+        return read_sealed_yaml(self.path(CONFIG_FILE), "run config")
 
     def save_tensors(self, rel: str, tensors: Mapping[str, Tensor]) -> Path:
         """Atomically save a flat ``{name: tensor}`` map as safetensors (its sha256 is kept

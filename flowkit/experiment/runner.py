@@ -127,22 +127,11 @@ def run(
         >>> result.run_dir / "report.md"  # doctest: +SKIP
     """
     with restored_threads():
-        return run_stages(config, overrides, out, resume, quiet)
-
-
-def run_stages(
-    config: ConfigSource,
-    overrides: Iterable[str] | Mapping[str, Any],
-    out: str | os.PathLike,
-    resume: bool | str | os.PathLike,
-    quiet: bool,
-) -> RunResult:
-    """The body of :func:`run` (which restores torch's thread count afterwards)."""
-    experiment, run_dir = distributed.from_rank_zero(open_run, config, overrides, out, resume)
-    try:
-        return run_locked(experiment, run_dir, resume, quiet)
-    finally:
-        run_dir.release_lock()
+        experiment, run_dir = distributed.from_rank_zero(open_run, config, overrides, out, resume)
+        try:
+            return run_locked(experiment, run_dir, resume, quiet)
+        finally:
+            run_dir.release_lock()
 
 
 def run_locked(
