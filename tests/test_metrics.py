@@ -221,3 +221,49 @@ def test_trajectory_metrics_when_nothing_moves() -> None:
     assert m.straightness == 0.0
     assert m.transport_cost == 0.0
     assert m.path_energy == 1.0
+
+
+def test_evaluate_rows_per_solver_step_count_and_guidance_scale() -> None:
+    """A constant field maps x0 to x0 + mu exactly with any solver: W2 to x1 = x0 + mu is 0,
+    straightness is 0, and the transport cost is |mu|^2."""
+    mu = torch.tensor([2.0, -1.0])
+    x0 = torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
+    solvers = [{"name": "euler", "steps": [1, 4]}, {"name": "dopri5", "rtol": 1e-6}]
+    rows = fk.metrics.evaluate(lambda x, t: mu.expand_as(x), x0, x0 + mu, solvers, ["w2"])
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [(r["solver"], r["steps"]) for r in evals] == [
+        ("euler", 1),
+        ("euler", 4),
+        ("dopri5", None),
+    ]
+    assert [r["nfe"] for r in evals[:2]] == [1, 4] and evals[2]["nfe"] > 4
+    assert max(r["w2"] for r in evals) < 1e-4
+    (straight,) = [r for r in rows if r["kind"] == "straightness"]
+    assert straight["straightness"] < 1e-8
+    assert straight["transport_cost"] == pytest.approx(5.0, rel=1e-5)
+
+
+def test_evaluate_guidance_rows_and_diverged_solves() -> None:
+    """One row per guidance scale; a solve with non-finite samples has no metric values."""
+    x0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+
+    class Diverging(torch.nn.Module):
+        num_classes = 3
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(x, torch.inf)
+
+    rows = fk.metrics.evaluate(
+        Diverging(),
+        x0,
+        x0,
+        [{"name": "euler", "steps": 2}],
+        ["w2"],
+        cond={"y": torch.zeros(50, dtype=torch.long)},
+        guidance=[0.5, 2.0],
+        straightness=False,
+    )
+    assert [(r["guidance"], r["diverged"], r["w2"]) for r in rows] == [
+        (0.5, 50, None),
+        (2.0, 50, None),
+    ]

@@ -16,9 +16,10 @@ from typing import Any
 
 from flowkit.experiment.parse import yaml_fields
 from flowkit.experiment.schema import TRAINING_DEFAULTS, Experiment
-from flowkit.experiment.specs import registry, sample_arguments
+from flowkit.experiment.specs import registry
 from flowkit.experiment.stages import STAGE_TYPES
 from flowkit.options import MISSING, field_default
+from flowkit.solvers.sampling import GRID_ARGUMENTS
 
 INTRO = """# YAML reference
 
@@ -92,7 +93,7 @@ def section_pages() -> list[str]:
 
 def solver_page() -> list[str]:
     """The solver spec: sampling arguments from ``fk.sample``'s planning, the rest options."""
-    args = ", ".join(f"`{a}`" for a in sample_arguments())
+    args = ", ".join(f"`{a}`" for a in GRID_ARGUMENTS)
     return [
         "",
         "## solver specs",

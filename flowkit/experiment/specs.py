@@ -17,13 +17,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from flowkit.checks import POSITIVE_INT, ListOf, OptionError, did_you_mean, is_int, is_number, shown
 from flowkit.registry import REGISTRIES, Registry, RegistryError, load_plugins, split_spec
+from flowkit.solvers.sampling import GRID_ARGUMENTS
+from flowkit.solvers.spec import SolverSpec
 
 Problems = list[tuple[str, str]]
 NESTED_OPTIONS = {
@@ -138,51 +139,6 @@ def check_component(kind: str, spec: Any, key: str, problems: Problems, build: b
             report(problems, key, err)
 
 
-def sample_arguments() -> tuple[str, ...]:
-    """Sampling arguments of a solver spec: the grid arguments of ``fk.sample``."""
-    from flowkit.solvers.sampling import GRID_ARGUMENTS
-
-    return GRID_ARGUMENTS
-
-
-@dataclass
-class SolverSpec:
-    """A solver with its sampling arguments, as ``fk.sample(flow, x0, **spec.arguments())``.
-
-    Attributes:
-        name: the registered solver.
-        sample_args: ``steps``, ``grid``, ``shift``, ... (keywords of :func:`flowkit.solvers.plan`).
-        options: the solver's own options (``rtol``, ``atol``, ``eta``, ...).
-    """
-
-    name: str
-    sample_args: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, spec: str | Mapping[str, Any]) -> SolverSpec:
-        name, options = split_spec(spec, "solver")
-        args = sample_arguments()
-        return cls(
-            name,
-            {k: v for k, v in options.items() if k in args},
-            {k: v for k, v in options.items() if k not in args},
-        )
-
-    def arguments(self) -> dict[str, Any]:
-        """Keyword arguments of ``fk.sample`` / ``fk.reflow`` (solver name included)."""
-        return {"solver": self.name, **self.sample_args, **self.options}
-
-    def runs(self) -> list[SolverSpec]:
-        """One spec per entry of a ``steps`` list (evaluation solvers), else ``[self]``."""
-        steps = self.sample_args.get("steps")
-        if not isinstance(steps, list):
-            return [self]
-        return [
-            SolverSpec(self.name, {**self.sample_args, "steps": k}, self.options) for k in steps
-        ]
-
-
 def check_solver(spec: Any, key: str, problems: Problems, many_steps: bool = False) -> None:
     """Append the problems of solver ``spec`` (``steps`` may be a list with ``many_steps``).
 
@@ -202,7 +158,7 @@ def check_solver(spec: Any, key: str, problems: Problems, many_steps: bool = Fal
     except RegistryError as err:
         problems.append((join_key(key, "name") if isinstance(spec, Mapping) else key, str(err)))
         return
-    if not check_options("solvers", parsed.name, parsed.options, key, problems, sample_arguments()):
+    if not check_options("solvers", parsed.name, parsed.options, key, problems, GRID_ARGUMENTS):
         return
     steps = parsed.sample_args.get("steps")
     if steps is not None:

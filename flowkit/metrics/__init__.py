@@ -12,6 +12,7 @@ Functions return floats (or a small dataclass for :func:`trajectory_metrics`)::
     fk.metrics.path_energy(flow, x0)    # E∫||v||² dt / E||Z1 − Z0||²  (≥ 1)
     fk.metrics.nfe(flow, x0, solver="dopri5", rtol=1e-5, atol=1e-5)
     fk.metrics.classifier_accuracy(x, labels, fk.metrics.fit_classifier(x_real, y_real))
+    fk.metrics.evaluate(flow, x0, x1, solvers=["dopri5", {"name": "euler", "steps": [1, 8]}])
 
 ``fk.metrics.build({"name": "sliced_w2", "projections": 256})`` returns a :class:`Metric` with
 the options bound; its ``inputs`` says which data it takes.
@@ -20,6 +21,7 @@ the options bound; its ``inputs`` says which data it takes.
 from flowkit.metrics.base import INPUTS, Metric, NonFiniteSamplesError, register_metric
 from flowkit.metrics.classifier import Classifier, classifier_accuracy, fit_classifier
 from flowkit.metrics.discrepancy import energy_distance, energy_test, median_bandwidth, mmd
+from flowkit.metrics.evaluation import evaluate
 from flowkit.metrics.trajectory import (
     TrajectoryMetrics,
     nfe,
@@ -43,6 +45,7 @@ __all__ = [
     "classifier_accuracy",
     "energy_distance",
     "energy_test",
+    "evaluate",
     "fit_classifier",
     "median_bandwidth",
     "mmd",
