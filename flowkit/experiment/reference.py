@@ -19,7 +19,6 @@ from flowkit.experiment.schema import TRAINING_DEFAULTS, Experiment
 from flowkit.experiment.specs import registry
 from flowkit.experiment.stages import STAGE_TYPES
 from flowkit.options import MISSING, field_default
-from flowkit.solvers.sampling import GRID_ARGUMENTS
 
 INTRO = """# YAML reference
 
@@ -93,6 +92,8 @@ def section_pages() -> list[str]:
 
 def solver_page() -> list[str]:
     """The solver spec: sampling arguments from ``fk.sample``'s planning, the rest options."""
+    from flowkit.solvers.sampling import GRID_ARGUMENTS
+
     args = ", ".join(f"`{a}`" for a in GRID_ARGUMENTS)
     return [
         "",

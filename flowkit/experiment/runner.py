@@ -27,9 +27,10 @@ from flowkit.experiment.report import write_report
 from flowkit.experiment.resume import accept_changes
 from flowkit.experiment.rundir import DONE_FILE, RunDir
 from flowkit.experiment.schema import Experiment, validate
-from flowkit.experiment.specs import Problems, SolverSpec, check_solver
+from flowkit.experiment.specs import Problems, check_solver
 from flowkit.experiment.stages import STAGE_TYPES
 from flowkit.flow import Flow
+from flowkit.solvers.spec import SolverSpec
 
 ConfigSource = str | os.PathLike | Mapping[str, Any] | None
 

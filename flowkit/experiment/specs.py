@@ -23,8 +23,6 @@ import torch
 
 from flowkit.checks import POSITIVE_INT, ListOf, OptionError, did_you_mean, is_int, is_number, shown
 from flowkit.registry import REGISTRIES, Registry, RegistryError, load_plugins, split_spec
-from flowkit.solvers.sampling import GRID_ARGUMENTS
-from flowkit.solvers.spec import SolverSpec
 
 Problems = list[tuple[str, str]]
 NESTED_OPTIONS = {
@@ -146,6 +144,8 @@ def check_solver(spec: Any, key: str, problems: Problems, many_steps: bool = Fal
     ``0 -> 1`` (a grid ``[1, 0]`` or ``[0, 0.5]`` would be scored as samples of the target).
     """
     from flowkit.solvers import plan
+    from flowkit.solvers.sampling import GRID_ARGUMENTS
+    from flowkit.solvers.spec import SolverSpec
 
     if not isinstance(spec, str | Mapping):
         problems.append(

@@ -28,8 +28,6 @@ from flowkit.metrics.base import Metric
 from flowkit.metrics.classifier import Classifier
 from flowkit.metrics.trajectory import trajectory_metrics
 from flowkit.registry import METRICS
-from flowkit.solvers.inputs import count_non_finite
-from flowkit.solvers.spec import SolverSpec
 
 #: Euler steps of the trajectories on which straightness and transport cost are measured.
 TRAJECTORY_STEPS = 100
@@ -87,6 +85,8 @@ def evaluate(
         torchrun each rank integrates a slice of ``x0`` and every rank gets every row.
     """
     from flowkit.distributed import sharded_sample
+    from flowkit.solvers.inputs import count_non_finite
+    from flowkit.solvers.spec import SolverSpec
 
     built = [METRICS.build(spec) for spec in metrics]
     cond = dict(cond or {})
