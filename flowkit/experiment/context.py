@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -14,9 +14,11 @@ from flowkit.devices import pick_device
 from flowkit.experiment.components import build_coupling, build_data, build_flow
 from flowkit.experiment.data_statistics import keep_statistics
 from flowkit.experiment.rundir import WEIGHTS_FILE, RunDir
-from flowkit.experiment.schema import Experiment
 from flowkit.flow import Flow
 from flowkit.seeds import derive_seed
+
+if TYPE_CHECKING:
+    from flowkit.experiment.schema import Experiment
 
 #: The stream of the evaluation sets (no stage trains on it).
 EVALUATION_STREAM = -1

@@ -7,7 +7,7 @@ same target samples, so the rows of the metrics table differ only by flow and so
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,11 +16,13 @@ from flowkit.experiment.classifier import needs_classifier, run_classifier
 from flowkit.experiment.components import evaluation_distributions
 from flowkit.experiment.context import EVALUATION_STREAM, Context, stage_seed
 from flowkit.experiment.plots import write_plots
-from flowkit.experiment.schema import Evaluation
 from flowkit.experiment.specs import registry
 from flowkit.flow import Flow
 from flowkit.metrics import Classifier
 from flowkit.metrics.evaluation import evaluate
+
+if TYPE_CHECKING:
+    from flowkit.experiment.stages.evaluate import Evaluation
 
 
 def evaluation_data(ctx: Context, options: Evaluation) -> dict[str, Any]:

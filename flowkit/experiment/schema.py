@@ -2,7 +2,7 @@
 
 A YAML experiment becomes an :class:`Experiment`: top-level options, the ``data``,
 ``training`` (the options of ``fk.train``, from :class:`~flowkit.training.TrainConfig`),
-``evaluation`` and ``plots`` sections, and the typed stages (one class per stage type, see
+``evaluation`` (the evaluate stage's options, declared by that stage) and ``plots`` sections, and the typed stages (one class per stage type, see
 :mod:`flowkit.experiment.stages`). :func:`validate` reports every problem with its key path in
 one :class:`ConfigError`, and checks each value with the code that will use it, so an
 experiment that validates runs.
@@ -10,7 +10,7 @@ experiment that validates runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +19,10 @@ from flowkit.checks import (
     Custom,
     FileName,
     Flag,
-    Integer,
     ListOf,
     Nullable,
     OneOf,
     OptionError,
-    Real,
     Text,
     at_most,
     shown,
@@ -34,75 +32,18 @@ from flowkit.errors import ConfigError
 from flowkit.experiment.parse import construct, parse_section, yaml_fields
 from flowkit.experiment.rundir import RUN_SUFFIX_BYTES
 from flowkit.experiment.specs import (
+    Collect,
     Problems,
-    check_component,
-    check_solver,
+    Spec,
     join_key,
-    registry,
     report,
 )
+from flowkit.experiment.stages.evaluate import Evaluation
 from flowkit.options import check_options, option
 from flowkit.paths.affine import PREDICTIONS
-from flowkit.solvers.guidance import check_interval
 from flowkit.training.config import TrainConfig
 
-Spec = str | dict[str, Any]
 TRAINING_DEFAULTS = {"steps": 2000, "batch_size": 256, "checkpoint_every": 500}
-
-
-@dataclass(frozen=True)
-class Collect:
-    """A check that appends every problem of a value (``fn(value, key, problems)``) instead of
-    raising at the first; the parser runs it with the key path of the value."""
-
-    fn: Callable[[Any, str, Problems], Any]
-    text: str
-
-    def collect(self, value: Any, key: str, problems: Problems) -> Any:
-        """Append the problems of ``value``; return it resolved (``fn``'s result if any)."""
-        resolved = self.fn(value, key, problems)
-        return value if resolved is None else resolved
-
-    def describe(self) -> str:
-        return self.text
-
-
-def check_solvers(value: Any, key: str, problems: Problems) -> None:
-    """A non-empty list of solver specs whose ``steps`` may be lists."""
-    if not isinstance(value, list) or not value:
-        problems.append((key, f"must be a non-empty list of solver specs, got {shown(value)}"))
-        return
-    for i, spec in enumerate(value):
-        check_solver(spec, join_key(key, i), problems, many_steps=True)
-
-
-#: Metric inputs an evaluation can score: sample sets, and samples of requested classes.
-EVALUATION_INPUTS = ("samples", "classes")
-
-
-def check_sample_metrics(value: Any, key: str, problems: Problems) -> None:
-    """A list of registered metrics that score generated samples (:data:`EVALUATION_INPUTS`)."""
-    if not isinstance(value, list):
-        problems.append((key, f"must be a list of metric specs, got {shown(value)}"))
-        return
-    for i, spec in enumerate(value):
-        item = join_key(key, i)
-        before = len(problems)
-        check_component("metrics", spec, item, problems)
-        inputs = registry("metrics").build(spec).inputs if len(problems) == before else None
-        if inputs is not None and inputs not in EVALUATION_INPUTS:
-            problems.append(
-                (
-                    item,
-                    f"{shown(spec)} does not compare two sample sets; evaluation metrics compare "
-                    "generated and target samples, or generated samples and their requested "
-                    "classes (classifier_accuracy); straightness and transport cost are "
-                    "measured with `straightness: true`",
-                )
-            )
-
-
-ONE_SOLVER = Collect(check_solver, "a solver spec")
 
 
 @dataclass
@@ -115,72 +56,6 @@ class Data:
         default=None,
     )
     target: Spec = option("Target distribution.", kind="distributions", default="moons")
-
-
-def check_guidance_interval(value: Any, name: str) -> list[float]:
-    """``[t_lo, t_hi]`` with ``0 <= t_lo <= t_hi <= 1`` (as ``fk.sample`` checks it)."""
-    return list(check_interval(value, name))
-
-
-@dataclass
-class Evaluation:
-    """Evaluation options (the top-level `evaluation` section; an `evaluate` stage may override
-    any of them)."""
-
-    n_samples: int = option("Generated and target samples per metric.", Integer(2, 10**6), 2000)
-    solvers: list[Spec] = option(
-        "Solvers to evaluate; a list of `steps` gives one row per step count.",
-        Collect(check_solvers, "a list of solver specs"),
-        [
-            {"name": "euler", "steps": [1, 2, 4, 8, 100]},
-            {"name": "dopri5", "rtol": 1e-5, "atol": 1e-5},
-        ],
-    )
-    metrics: list[Spec] = option(
-        "Sample metrics comparing generated and target samples, or generated samples and their "
-        "requested classes (`classifier_accuracy`, labelled data) (`flowkit list metrics`).",
-        Collect(check_sample_metrics, "a list of metric specs"),
-        ["w2", "energy_distance"],
-    )
-    straightness: bool = option(
-        "Also measure straightness and transport cost along each flow's trajectories.",
-        Flag(),
-        True,
-    )
-    source: Spec | None = option(
-        "Distribution of the evaluation's source samples (null: the data source). "
-        "`{name: gaussian, quasi_random: true}` gives an even (scrambled Sobol) set, which "
-        "with a stratified `target` measures the flow rather than the luck of the draw.",
-        kind="distributions",
-        default=None,
-    )
-    target: Spec | None = option(
-        "Distribution of the reference target samples (null: the data target), e.g. "
-        "`{name: moons, stratified: true}`; same event shape as the data target.",
-        kind="distributions",
-        default=None,
-    )
-    flows: list[str] | None = option(
-        "Names of the stages whose flows are evaluated (null: every flow so far).",
-        Nullable(ListOf(Text())),
-        None,
-    )
-    guidance: list[float] | None = option(
-        "Classifier-free guidance scales w (conditional data): every solve is repeated per "
-        "scale, one metrics row each (null: no guidance; 1 is the conditional flow, 0 the "
-        "unconditional one).",
-        Nullable(ListOf(Real(), scalar_ok=True)),
-        None,
-    )
-    guidance_interval: list[float] | None = option(
-        "Apply guidance only for t in [t_lo, t_hi] (the conditional flow elsewhere); null: at "
-        "every t.",
-        Nullable(Custom(check_guidance_interval, "two times [t_lo, t_hi] in [0, 1]")),
-        None,
-    )
-
-    def __post_init__(self) -> None:
-        check_options(self)
 
 
 @dataclass

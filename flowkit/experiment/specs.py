@@ -15,8 +15,9 @@ its sampling arguments are the keywords of ``plan`` (``steps``, ``step_size``, `
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +26,8 @@ from flowkit.checks import POSITIVE_INT, ListOf, OptionError, did_you_mean, is_i
 from flowkit.registry import REGISTRIES, Registry, RegistryError, load_plugins, split_spec
 
 Problems = list[tuple[str, str]]
+#: A component spec: a registered name or ``{name: ..., **options}``.
+Spec = str | dict[str, Any]
 NESTED_OPTIONS = {
     "source": "distributions",
     "target": "distributions",
@@ -179,3 +182,32 @@ def check_solver(spec: Any, key: str, problems: Problems, many_steps: bool = Fal
                 (key, f"must integrate from t = 0 (source) to t = 1 (data); got {span}")
             )
             return
+
+
+@dataclass(frozen=True)
+class Collect:
+    """A check that appends every problem of a value (``fn(value, key, problems)``) instead of
+    raising at the first; the parser runs it with the key path of the value."""
+
+    fn: Callable[[Any, str, Problems], Any]
+    text: str
+
+    def collect(self, value: Any, key: str, problems: Problems) -> Any:
+        """Append the problems of ``value``; return it resolved (``fn``'s result if any)."""
+        resolved = self.fn(value, key, problems)
+        return value if resolved is None else resolved
+
+    def describe(self) -> str:
+        return self.text
+
+
+def check_solvers(value: Any, key: str, problems: Problems) -> None:
+    """A non-empty list of solver specs whose ``steps`` may be lists."""
+    if not isinstance(value, list) or not value:
+        problems.append((key, f"must be a non-empty list of solver specs, got {shown(value)}"))
+        return
+    for i, spec in enumerate(value):
+        check_solver(spec, join_key(key, i), problems, many_steps=True)
+
+
+ONE_SOLVER = Collect(check_solver, "a solver spec")

@@ -1,4 +1,6 @@
-"""The ``evaluate`` stage: every flow × solver × NFE × metric with ``fk.sample``, plus plots."""
+"""The ``evaluate`` stage: every flow × solver × NFE × metric with ``fk.metrics.evaluate``, plus
+plots. Its options (:class:`Evaluation`) are also the top-level ``evaluation`` section, the
+defaults of every evaluate stage."""
 
 from __future__ import annotations
 
@@ -8,15 +10,115 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from flowkit.checks import Custom, Flag, Integer, ListOf, Nullable, Real, Text, shown
 from flowkit.conditions import LABEL_KEY, NULLABLE_KEYS
 from flowkit.experiment.components import evaluation_distributions
 from flowkit.experiment.evaluation import evaluate_flows
-from flowkit.experiment.schema import Evaluation
-from flowkit.experiment.specs import Problems, join_key, registry, report
+from flowkit.experiment.specs import (
+    Collect,
+    Problems,
+    Spec,
+    check_component,
+    check_solvers,
+    join_key,
+    registry,
+    report,
+)
 from flowkit.experiment.stages.base import STAGE_TYPES, Stage, fmt
+from flowkit.options import check_options, option
 from flowkit.registry import split_spec
+from flowkit.solvers.guidance import check_interval
 
 FIXED_COLUMNS = ("kind", "stage", "flow", "solver", "steps", "guidance", "nfe", "seconds")
+
+
+#: Metric inputs an evaluation can score: sample sets, and samples of requested classes.
+EVALUATION_INPUTS = ("samples", "classes")
+
+
+def check_sample_metrics(value: Any, key: str, problems: Problems) -> None:
+    """A list of registered metrics that score generated samples (:data:`EVALUATION_INPUTS`)."""
+    if not isinstance(value, list):
+        problems.append((key, f"must be a list of metric specs, got {shown(value)}"))
+        return
+    for i, spec in enumerate(value):
+        item = join_key(key, i)
+        before = len(problems)
+        check_component("metrics", spec, item, problems)
+        inputs = registry("metrics").build(spec).inputs if len(problems) == before else None
+        if inputs is not None and inputs not in EVALUATION_INPUTS:
+            problems.append(
+                (
+                    item,
+                    f"{shown(spec)} does not compare two sample sets; evaluation metrics compare "
+                    "generated and target samples, or generated samples and their requested "
+                    "classes (classifier_accuracy); straightness and transport cost are "
+                    "measured with `straightness: true`",
+                )
+            )
+
+
+@dataclass
+class Evaluation:
+    """Evaluation options (the top-level `evaluation` section; an `evaluate` stage may override
+    any of them)."""
+
+    n_samples: int = option("Generated and target samples per metric.", Integer(2, 10**6), 2000)
+    solvers: list[Spec] = option(
+        "Solvers to evaluate; a list of `steps` gives one row per step count.",
+        Collect(check_solvers, "a list of solver specs"),
+        [
+            {"name": "euler", "steps": [1, 2, 4, 8, 100]},
+            {"name": "dopri5", "rtol": 1e-5, "atol": 1e-5},
+        ],
+    )
+    metrics: list[Spec] = option(
+        "Sample metrics comparing generated and target samples, or generated samples and their "
+        "requested classes (`classifier_accuracy`, labelled data) (`flowkit list metrics`).",
+        Collect(check_sample_metrics, "a list of metric specs"),
+        ["w2", "energy_distance"],
+    )
+    straightness: bool = option(
+        "Also measure straightness and transport cost along each flow's trajectories.",
+        Flag(),
+        True,
+    )
+    source: Spec | None = option(
+        "Distribution of the evaluation's source samples (null: the data source). "
+        "`{name: gaussian, quasi_random: true}` gives an even (scrambled Sobol) set, which "
+        "with a stratified `target` measures the flow rather than the luck of the draw.",
+        kind="distributions",
+        default=None,
+    )
+    target: Spec | None = option(
+        "Distribution of the reference target samples (null: the data target), e.g. "
+        "`{name: moons, stratified: true}`; same event shape as the data target.",
+        kind="distributions",
+        default=None,
+    )
+    flows: list[str] | None = option(
+        "Names of the stages whose flows are evaluated (null: every flow so far).",
+        Nullable(ListOf(Text())),
+        None,
+    )
+    guidance: list[float] | None = option(
+        "Classifier-free guidance scales w (conditional data): every solve is repeated per "
+        "scale, one metrics row each (null: no guidance; 1 is the conditional flow, 0 the "
+        "unconditional one).",
+        Nullable(ListOf(Real(), scalar_ok=True)),
+        None,
+    )
+    guidance_interval: list[float] | None = option(
+        "Apply guidance only for t in [t_lo, t_hi] (the conditional flow elsewhere); null: at "
+        "every t.",
+        Nullable(
+            Custom(lambda v, n: list(check_interval(v, n)), "two times [t_lo, t_hi] in [0, 1]")
+        ),
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @STAGE_TYPES.register("evaluate")

@@ -8,8 +8,7 @@ from typing import Any
 
 from flowkit.checks import Custom, Nullable, Real, Text, at_most
 from flowkit.conditions import NULLABLE_KEYS
-from flowkit.experiment.schema import ONE_SOLVER
-from flowkit.experiment.specs import Problems, join_key
+from flowkit.experiment.specs import ONE_SOLVER, Problems, join_key
 from flowkit.experiment.stages.base import FlowStage
 from flowkit.flow import Flow
 from flowkit.options import option
