@@ -113,3 +113,21 @@ def check_file(path: str | os.PathLike, expected: str | None, what: str, hint: s
     if expected is not None and sha256_file(path) != expected:
         raise DamagedRunError(path, what, hint, "its content differs from the recorded sha256")
     return path
+
+
+def read_checked(
+    path: Path, expected: str | None, what: str, hint: str, recorded_in: str
+) -> bytes:
+    """The bytes of ``path``, checked against the sha256 ``expected`` (None: not recorded).
+
+    Raises:
+        DamagedRunError: the file is unreadable or its sha256 differs from the one recorded in
+            ``recorded_in`` (``"done.json"``, ``"state.json"``).
+    """
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as err:
+        raise DamagedRunError(path, what, hint, f"unreadable: {err}") from None
+    if expected is not None and sha256_bytes(blob) != expected:
+        raise DamagedRunError(path, what, hint, f"its sha256 differs from {recorded_in}")
+    return blob

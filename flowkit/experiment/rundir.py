@@ -42,7 +42,7 @@ from torch import Tensor
 from flowkit.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
 from flowkit.checks import FILE_NAME, FileName
 from flowkit.errors import ConfigError, DamagedRunError, RunInUseError
-from flowkit.integrity import read_json, seal, sha256_bytes, strict_json
+from flowkit.integrity import read_checked, read_json, seal, sha256_bytes, strict_json
 from flowkit.yamlio import read_sealed_yaml, sealed_yaml
 
 CONFIG_FILE = "config.yaml"
@@ -232,12 +232,7 @@ class RunDir:
         """
         path = self.path(rel)
         hint = hint or "restore it, or delete the run and start again"
-        try:
-            blob = path.read_bytes()
-        except OSError as err:
-            raise DamagedRunError(path, "weights", hint, f"unreadable: {err}") from None
-        if sha256 is not None and sha256_bytes(blob) != sha256:
-            raise DamagedRunError(path, "weights", hint, "its sha256 differs from done.json")
+        blob = read_checked(path, sha256, "weights", hint, "done.json")
         try:
             return safetensors_load(blob)
         except Exception as err:  # any safetensors parse error

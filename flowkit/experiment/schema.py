@@ -2,10 +2,10 @@
 
 A YAML experiment becomes an :class:`Experiment`: top-level options, the ``data``,
 ``training`` (the options of ``fk.train``, from :class:`~flowkit.training.TrainConfig`),
-``evaluation`` (the evaluate stage's options, declared by that stage) and ``plots`` sections, and the typed stages (one class per stage type, see
-:mod:`flowkit.experiment.stages`). :func:`validate` reports every problem with its key path in
-one :class:`ConfigError`, and checks each value with the code that will use it, so an
-experiment that validates runs.
+``evaluation`` (the evaluate stage's options, declared by that stage) and ``plots`` sections,
+and the typed stages (one class per stage type, see :mod:`flowkit.experiment.stages`).
+:func:`validate` reports every problem with its key path in one :class:`ConfigError`, and checks
+each value with the code that will use it, so an experiment that validates runs.
 """
 
 from __future__ import annotations

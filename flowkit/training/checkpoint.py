@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from flowkit.atomic import atomic_write_bytes, fsync_directory, honour_umask
 from flowkit.errors import DamagedRunError
-from flowkit.integrity import read_json, seal, sha256_bytes, strict_json
+from flowkit.integrity import read_checked, read_json, seal, sha256_bytes, strict_json
 
 FLOW_FILE = "flow.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -273,14 +273,13 @@ def read_blob(path: Path, name: str, files: dict[str, str] | None) -> bytes | No
         return None
     if files is None and name in (EMA_FILE, COUPLING_FILE) and not file.exists():
         return None
-    what = f"checkpoint file {name}"
-    try:
-        blob = file.read_bytes()
-    except OSError as err:
-        raise DamagedRunError(file, what, damaged_hint(path), f"unreadable: {err}") from None
-    if files is not None and sha256_bytes(blob) != files[name]:
-        raise DamagedRunError(file, what, damaged_hint(path), "its sha256 differs from state.json")
-    return blob
+    return read_checked(
+        file,
+        None if files is None else files[name],
+        f"checkpoint file {name}",
+        damaged_hint(path),
+        "state.json",
+    )
 
 
 def parse_blob(path: Path, name: str, blob: bytes | None) -> Any:
