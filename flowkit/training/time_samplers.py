@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from flowkit.data.base import generator_device
 from flowkit.registry import TIME_SAMPLERS
 
 MODE_SCALE_MAX = 2.0 / (math.pi - 2.0)
@@ -34,11 +35,6 @@ def check_count(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     return n
-
-
-def generator_device(generator: torch.Generator | None) -> torch.device:
-    """The device random numbers drawn with ``generator`` live on (CPU without a generator)."""
-    return generator.device if generator is not None else torch.device("cpu")
 
 
 def uniform_draw(n: int, generator: torch.Generator | None) -> Tensor:
