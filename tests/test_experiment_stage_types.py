@@ -55,3 +55,21 @@ def test_a_registered_stage_type_is_validated_documented_and_run(
     count = sum(p.numel() for p in result.flows["train"].parameters())
     report = (result.run_dir / "report.md").read_text()
     assert f"| count_parameters | count_parameters | done | train: {count} |" in report
+
+
+def test_partial_copies_rename_and_evaluate_only_finished_flows() -> None:
+    """`flowkit eval` on an unfinished run reruns copies of the evaluate stages (`Stage.partial`):
+    an evaluate stage with its own `flows` keeps only the finished ones; other stages are
+    renamed copies."""
+    stages = [
+        {"type": "train", "name": "a"},
+        {"type": "train", "name": "b"},
+        {"type": "evaluate", "flows": ["a", "b"]},
+    ]
+    experiment = validate({**TINY, "stages": stages})
+    evaluate = experiment.stage("evaluate")
+    copy = evaluate.partial("evaluate.partial", ["a"])
+    assert (copy.name, copy.options.flows) == ("evaluate.partial", ["a"])
+    assert (evaluate.name, evaluate.options.flows) == ("evaluate", ["a", "b"])
+    train = experiment.stage("a").partial("a.partial", ["a"])
+    assert (train.name, train.type, train.training) == ("a.partial", "train", None)

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -225,13 +224,7 @@ def partial_evaluation(stage: Any, ctx: Context) -> Any:
     name = f"{stage.name}.partial"
     while name in taken:
         name += ".partial"
-    copy = dataclasses.replace(stage, name=name)
-    options = getattr(stage, "options", None)
-    if options is not None and getattr(options, "flows", None):
-        copy.options = dataclasses.replace(
-            options, flows=[f for f in options.flows if f in ctx.flows]
-        )
-    return copy
+    return stage.partial(name, list(ctx.flows))
 
 
 #: The ``flowkit sample`` flag of each ``fk.sample`` argument it sets (others: ``--solver``).

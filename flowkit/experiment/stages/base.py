@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import flowkit
@@ -87,6 +87,11 @@ class Stage(ABC):
     def report_lines(self, run: Any) -> list[str]:
         """The stage's own section of ``report.md``, from the run directory ``run``."""
         return []
+
+    def partial(self, name: str, flows: list[str]) -> Stage:
+        """A copy named ``name`` that reruns on a partly finished run whose finished flows are
+        ``flows`` (``flowkit eval`` on an unfinished run; :attr:`rerun_on_eval` stages only)."""
+        return replace(self, name=name)
 
     def seed(self, ctx: Any) -> int:
         """The stage's own random stream."""

@@ -167,6 +167,15 @@ class EvaluateStage(Stage):
                 report(problems, where, err)
                 return
 
+    def partial(self, name: str, flows: list[str]) -> EvaluateStage:
+        """A copy that evaluates only those of its flows that are among ``flows``."""
+        copy = dataclasses.replace(self, name=name)
+        if self.options.flows:
+            copy.options = dataclasses.replace(
+                self.options, flows=[f for f in self.options.flows if f in flows]
+            )
+        return copy
+
     def evaluated(self, ctx: Any) -> list[str]:
         """The names of the flows this stage evaluates."""
         return self.options.flows or list(ctx.flows)
