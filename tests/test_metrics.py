@@ -267,3 +267,19 @@ def test_evaluate_guidance_rows_and_diverged_solves() -> None:
         (0.5, 50, None),
         (2.0, 50, None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option", "phrase"),
+    [
+        ({"solvers": []}, "solvers", "at least one solver"),
+        ({"metrics": ["straightness"]}, "metrics", "not generated samples"),
+        ({"metrics": ["classifier_accuracy"]}, "classifier", "needs a classifier"),
+    ],
+)
+def test_evaluate_refuses_what_it_cannot_score(kwargs: dict, option: str, phrase: str) -> None:
+    x = torch.zeros(8, 2)
+    arguments = {"solvers": ["euler"], "metrics": ["w2"], **kwargs}
+    with pytest.raises(fk.checks.OptionError, match=phrase) as err:
+        fk.metrics.evaluate(lambda x, t: x, x, x, **arguments)
+    assert err.value.option == option

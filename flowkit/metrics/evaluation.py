@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from flowkit.checks import OptionError
 from flowkit.conditions import LABEL_KEY
 from flowkit.metrics.base import Metric
 from flowkit.metrics.classifier import Classifier
@@ -31,6 +32,8 @@ from flowkit.registry import METRICS
 
 #: Euler steps of the trajectories on which straightness and transport cost are measured.
 TRAJECTORY_STEPS = 100
+#: Metric inputs an evaluation can score: sample sets, and samples of requested classes.
+EVALUATION_INPUTS = ("samples", "classes")
 
 
 def flat(x: Tensor) -> Tensor:
@@ -46,6 +49,27 @@ def score(
     if metric.inputs == "classes":
         return float(metric(flat(x), cond[LABEL_KEY].cpu(), classifier))
     return float(metric(flat(x), flat(x1)))
+
+
+def check_evaluation(
+    solvers: Sequence[Any], metrics: list[Metric], cond: Mapping[str, Tensor], classifier: Any
+) -> None:
+    """Refuse an evaluation :func:`evaluate` cannot score (see its ``Raises``)."""
+    if len(solvers) == 0:
+        raise OptionError("solvers", "must name at least one solver spec, got none")
+    for metric in metrics:
+        if metric.inputs not in EVALUATION_INPUTS:
+            raise OptionError(
+                "metrics",
+                f"{metric.name!r} scores {metric.inputs!r}, not generated samples; straightness "
+                "and transport cost are measured with straightness=True",
+            )
+        if metric.inputs == "classes" and (classifier is None or LABEL_KEY not in cond):
+            raise OptionError(
+                "classifier",
+                f"{metric.name!r} needs a classifier and the labels cond['y'] the samples are "
+                "generated for (fk.metrics.fit_classifier on real labelled data)",
+            )
 
 
 def evaluate(
@@ -79,6 +103,11 @@ def evaluate(
             along :data:`TRAJECTORY_STEPS` Euler steps).
         progress: show a progress bar.
 
+    Raises:
+        OptionError: at ``solvers`` when there is none, at ``metrics`` for a metric that does
+            not score generated samples, at ``classifier`` when a ``"classes"`` metric has no
+            classifier or no labels ``cond["y"]``.
+
     Returns:
         Rows ``{"kind": "eval", "solver", "steps", ["guidance",] "nfe", "seconds", <metric>:
         value, ["diverged": count]}``, then the ``{"kind": "straightness", ...}`` row. Under
@@ -90,6 +119,7 @@ def evaluate(
 
     built = [METRICS.build(spec) for spec in metrics]
     cond = dict(cond or {})
+    check_evaluation(solvers, built, cond, classifier)
     runs = [run for spec in solvers for run in SolverSpec.parse(spec).runs()]
     solves = [(run, w) for run in runs for w in guidance or [None]]
     rows: list[dict[str, Any]] = []

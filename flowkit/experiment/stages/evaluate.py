@@ -25,15 +25,12 @@ from flowkit.experiment.specs import (
     report,
 )
 from flowkit.experiment.stages.base import STAGE_TYPES, Stage, fmt
+from flowkit.metrics.evaluation import EVALUATION_INPUTS
 from flowkit.options import check_options, option
 from flowkit.registry import split_spec
 from flowkit.solvers.guidance import check_interval
 
 FIXED_COLUMNS = ("kind", "stage", "flow", "solver", "steps", "guidance", "nfe", "seconds")
-
-
-#: Metric inputs an evaluation can score: sample sets, and samples of requested classes.
-EVALUATION_INPUTS = ("samples", "classes")
 
 
 def check_sample_metrics(value: Any, key: str, problems: Problems) -> None:
