@@ -84,6 +84,7 @@ def evaluate_flows(
                 classifier=data["classifier"],
                 straightness=options.straightness,
                 progress=ctx.progress,
+                desc=f"evaluate {name}",
             )
         for row in found:
             row = {"kind": row.pop("kind"), "stage": stage, "flow": name, **row}

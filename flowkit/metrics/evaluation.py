@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -72,6 +73,7 @@ def check_evaluation(
             )
 
 
+@torch.no_grad()
 def evaluate(
     flow: Any,
     x0: Tensor,
@@ -85,8 +87,9 @@ def evaluate(
     classifier: Classifier | None = None,
     straightness: bool = True,
     progress: bool = False,
+    desc: str = "evaluate",
 ) -> list[dict[str, Any]]:
-    """The evaluation rows of ``flow``.
+    """The evaluation rows of ``flow`` (computed without gradients).
 
     Args:
         flow: a trained :class:`~flowkit.Flow` (or a callable ``f(x, t, **cond)``).
@@ -101,7 +104,7 @@ def evaluate(
             scale (rows carry their ``guidance``), and the times where it applies.
         straightness: add a ``straightness`` row (straightness, path energy, transport cost
             along :data:`TRAJECTORY_STEPS` Euler steps).
-        progress: show a progress bar.
+        progress: show a progress bar, labelled ``desc``.
 
     Raises:
         OptionError: at ``solvers`` when there is none, at ``metrics`` for a metric that does
@@ -123,7 +126,7 @@ def evaluate(
     runs = [run for spec in solvers for run in SolverSpec.parse(spec).runs()]
     solves = [(run, w) for run in runs for w in guidance or [None]]
     rows: list[dict[str, Any]] = []
-    for run, w in tqdm(solves, desc="evaluate", unit="solve", disable=not progress, leave=False):
+    for run, w in tqdm(solves, desc=desc, unit="solve", disable=not progress, leave=False):
         guided = {} if w is None else {"guidance": w, "guidance_interval": guidance_interval}
         start = time.perf_counter()
         sol = sharded_sample(
