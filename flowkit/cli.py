@@ -323,17 +323,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_output(out, args.force)
-    x = runner.sample_run(
-        args.run,
-        args.n,
-        args.solver,
-        args.steps,
-        args.stage,
-        args.seed,
-        label=args.label,
-        guidance=args.guidance,
-        guidance_interval=args.guidance_interval,
-    )
+    try:
+        x = runner.sample_run(
+            args.run,
+            args.n,
+            args.solver,
+            args.steps,
+            args.stage,
+            args.seed,
+            label=args.label,
+            guidance=args.guidance,
+            guidance_interval=args.guidance_interval,
+        )
+    except ConfigError as err:  # name the flags, not sample_run's arguments
+        flags = {"label": "--class", "guidance_interval": "--guidance-interval"}
+        raise ConfigError([(flags.get(k, f"--{k}"), m) for k, m in err.problems]) from None
     check_output(out, args.force)  # again: it may have appeared while sampling
     write_samples(x, out)
     print(f"wrote {len(x)} samples to {args.out}")

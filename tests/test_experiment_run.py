@@ -134,8 +134,9 @@ def test_sample_run_uses_the_saved_flow(tiny_run: RunResult) -> None:
     with torch.no_grad():
         expected = x0 + flow.velocity(x0, torch.zeros(10))
     torch.testing.assert_close(x, expected)
-    with pytest.raises(ConfigError, match="--stage"):
+    with pytest.raises(ConfigError, match="stage: must be one of") as err:
         sample_run(tiny_run.run_dir, n=2, stage="nope")
+    assert err.value.problems[0][0] == "stage"
 
 
 def test_evaluation_source_and_target_replace_the_data_sets(tiny_run: RunResult) -> None:

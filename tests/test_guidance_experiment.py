@@ -154,3 +154,12 @@ def test_validation_errors_name_the_key(override: dict, key: str, message: str) 
         validate(load_config(CONDITIONAL, override))
     problems = dict(info.value.problems)
     assert key in problems and message in problems[key], problems
+
+
+def test_sample_run_errors_name_its_own_arguments(conditional_run: Path) -> None:
+    """From Python the errors name sample_run's arguments; the CLI maps them to its flags."""
+    cases = [({"label": 3}, "label"), ({"guidance_interval": (0.2, 0.8)}, "guidance_interval")]
+    for kwargs, key in cases:
+        with pytest.raises(ConfigError) as err:
+            sample_run(conditional_run, 10, "euler", 2, **kwargs)
+        assert [k for k, _ in err.value.problems] == [key]

@@ -227,12 +227,8 @@ def partial_evaluation(stage: Any, ctx: Context) -> Any:
     return stage.partial(name, list(ctx.flows))
 
 
-#: The ``flowkit sample`` flag of each ``fk.sample`` argument it sets (others: ``--solver``).
-SAMPLE_FLAGS = {
-    "steps": "--steps",
-    "guidance": "--guidance",
-    "guidance_interval": "--guidance-interval",
-}
+#: The arguments of :func:`sample_run` that ``fk.sample`` checks itself.
+SAMPLE_ARGUMENTS = ("steps", "guidance", "guidance_interval")
 
 
 def sample_run(
@@ -252,11 +248,15 @@ def sample_run(
     The conditions are those of the run's data (drawn with the sources), or every sample of
     class ``label``; ``guidance`` (and ``guidance_interval``) guide a class-conditional flow
     (:func:`flowkit.sample`).
+
+    Raises:
+        ConfigError: naming the argument (``stage``, ``solver``, ``steps``, ``label``,
+            ``guidance``, ``guidance_interval``) whose value the run cannot sample with.
     """
     ctx = load_run(run_dir)
     name = stage or next(reversed(ctx.flows))
     if name not in ctx.flows:
-        raise ConfigError([("--stage", f"must be one of {', '.join(ctx.flows)}, got {name!r}")])
+        raise ConfigError([("stage", f"must be one of {', '.join(ctx.flows)}, got {name!r}")])
     spec = solver_option(solver, steps)
     g = torch.Generator().manual_seed(seed)
     x0, cond = ctx.base_coupling.sample_source(n, generator=g)
@@ -272,10 +272,10 @@ def sample_run(
             **spec.arguments(),
         )
     except OptionError as err:
-        key = SAMPLE_FLAGS.get(err.option.split("[")[0], "--solver")
-        raise ConfigError([(key, err.detail)]) from None
+        key = err.option.split("[")[0]
+        raise ConfigError([(key if key in SAMPLE_ARGUMENTS else "solver", err.detail)]) from None
     except ValueError as err:  # a condition without a null label (guidance)
-        raise ConfigError([("--guidance", str(err))]) from None
+        raise ConfigError([("guidance", str(err))]) from None
     to_data = getattr(ctx.target, "to_data", None)
     return sol.x.cpu() if to_data is None else to_data(sol.x.cpu())
 
@@ -284,25 +284,25 @@ def class_condition(cond: dict[str, Any], label: int | None, flow: Flow) -> dict
     """The run's conditions, with every class label set to ``label`` when one is given.
 
     Raises:
-        ConfigError: at ``--class``, for a run without class labels or a label out of range.
+        ConfigError: at ``label``, for a run without class labels or a label out of range.
     """
     if label is None:
         return cond
     if LABEL_KEY not in cond:
         why = "the run's data has no class labels (a conditional target gives them)"
-        raise ConfigError([("--class", why)])
+        raise ConfigError([("label", why)])
     classes = num_classes_of(flow)
     if label < 0 or (classes is not None and label >= classes):
         allowed = f"0 .. {classes - 1}" if classes is not None else "a label >= 0"
-        raise ConfigError([("--class", f"must be {allowed}, got {label}")])
+        raise ConfigError([("label", f"must be {allowed}, got {label}")])
     return {**cond, LABEL_KEY: torch.full_like(cond[LABEL_KEY], label)}
 
 
 def solver_option(solver: str | Mapping[str, Any], steps: int | None) -> SolverSpec:
-    """The solver of ``flowkit sample`` (``--solver``, ``--steps``), checked like a YAML one.
+    """The solver of :func:`sample_run`, checked like a YAML one.
 
     Raises:
-        ConfigError: an unknown solver or bad options, at ``--solver``.
+        ConfigError: an unknown solver or bad options, at ``solver`` (or ``steps``).
     """
     spec = {"name": solver} if isinstance(solver, str) else dict(solver)
     if steps is not None:
@@ -310,6 +310,6 @@ def solver_option(solver: str | Mapping[str, Any], steps: int | None) -> SolverS
     problems: Problems = []
     check_solver(spec, "solver", problems)
     if problems:
-        flags = {"solver.steps": "--steps"}
-        raise ConfigError([(flags.get(key, "--solver"), message) for key, message in problems])
+        keys = {"solver.steps": "steps"}
+        raise ConfigError([(keys.get(key, "solver"), message) for key, message in problems])
     return SolverSpec.parse(spec)
