@@ -6,7 +6,6 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-import ot
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
@@ -46,6 +45,8 @@ def exact_permutation(c: np.ndarray, max_iter: int | None = None) -> np.ndarray:
     n = c.shape[0]
     if n <= HUNGARIAN_MAX:
         return hungarian_permutation(c)
+    import ot  # POT takes ~1 s to import: only when a network-simplex solve is needed
+
     weights = np.full(n, 1.0 / n)
     limit = max(100_000, 10 * n * n) if max_iter is None else max_iter
     with warnings.catch_warnings():
@@ -78,6 +79,8 @@ def sinkhorn_assignment(
     that concentrates on the exact assignment as ``reg → 0`` and becomes a uniformly random
     permutation (the independent coupling) as ``reg → ∞``.
     """
+    import ot  # see exact_permutation
+
     c = cost / cost.mean().clamp_min(1e-12)
     n = c.shape[0]
     w = torch.full((n,), 1.0 / n, dtype=c.dtype)
