@@ -21,7 +21,6 @@ import torch
 from einops import repeat
 
 import flowkit
-from flowkit import figures as figs
 from flowkit.conditions import LABEL_KEY
 from flowkit.experiment.context import Context
 from flowkit.flow import Flow
@@ -100,6 +99,8 @@ def write_plots(
 ) -> None:
     """Write every plot that applies to this data; ``metric`` is the one plotted against NFE,
     ``guidance`` the guidance settings (``fk.sample`` keywords) of the class grid's columns."""
+    from flowkit import figures as figs  # matplotlib: imported when a run plots, not before
+
     opts = ctx.experiment.plots
     records = ctx.run.read_metrics()
     train = [r for r in records if r.get("kind") == "train"]
