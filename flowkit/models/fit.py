@@ -38,12 +38,9 @@ def device_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def dry_forward(
-    build: Callable[[], nn.Module], x: Tensor, cond: dict[str, Tensor], device: str
-) -> Tensor:
-    """The output of a fresh model ``build()`` on the batch ``x`` (with ``cond``), on ``device``."""
+def dry_forward(model: nn.Module, x: Tensor, cond: dict[str, Tensor], device: str) -> Tensor:
+    """The output of ``model`` (built on ``device``) on the batch ``x`` (with ``cond``)."""
     with torch.device(device):
-        model = build()
         x = x.to(device)
         return model(x, torch.zeros(x.shape[0]), **{k: v.to(device) for k, v in cond.items()})
 
@@ -88,11 +85,12 @@ def check_model_fits(
         return
     try:
         try:
-            out = dry_forward(build, x, cond, "meta")
+            out = dry_forward(model, x, cond, "meta")
         except (NotImplementedError, RuntimeError) as err:
             if "meta" not in str(err) or 4 * params > CPU_CHECK_BYTES:
                 raise
-            out = dry_forward(build, x, cond, "cpu")
+            with torch.device("cpu"):
+                out = dry_forward(build(), x, cond, "cpu")
     except Exception as err:  # any failure of the user's model is reported, with its message
         where = f"a forward pass on a batch of shape {tuple(x.shape)} fails"
         problems.append((key, f"does not fit the data: {where}: {shown(str(err))}"))
