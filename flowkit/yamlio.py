@@ -27,7 +27,8 @@ from flowkit.integrity import sha256_bytes
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 64
 MAX_NODES = 100_000
-SEAL = re.compile(r"\A# flowkit run config, sha256 of the lines below: ([0-9a-f]{64})\n")
+SEAL_COMMENT = "# flowkit run config, sha256 of the lines below: "
+SEAL = re.compile(rf"\A{re.escape(SEAL_COMMENT)}([0-9a-f]{{64}})\n")
 
 
 class SafeLoader(yaml.SafeLoader):
@@ -141,7 +142,7 @@ def read_text(path: Path) -> str:
 def sealed_yaml(data: Mapping[str, Any]) -> str:
     """YAML text of ``data`` after a first-line comment holding the sha256 of the rest."""
     body = yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True)
-    return f"# flowkit run config, sha256 of the lines below: {sha256_bytes(body.encode())}\n{body}"
+    return f"{SEAL_COMMENT}{sha256_bytes(body.encode())}\n{body}"
 
 
 def read_sealed_yaml(path: Path, what: str) -> dict[str, Any]:

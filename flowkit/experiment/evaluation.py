@@ -19,7 +19,7 @@ from flowkit.experiment.plots import write_plots
 from flowkit.experiment.specs import registry
 from flowkit.flow import Flow
 from flowkit.metrics import Classifier
-from flowkit.metrics.evaluation import evaluate
+from flowkit.metrics.evaluation import evaluate, guidance_settings
 
 if TYPE_CHECKING:
     from flowkit.experiment.stages.evaluate import Evaluation
@@ -96,8 +96,6 @@ def evaluate_flows(
     if ctx.experiment.plots.enabled and ctx.run.writer:
         built = [registry("metrics").build(m) for m in options.metrics]
         metrics = [m.name for m in built if m.inputs == "samples"]  # plotted on log axes
-        scales = options.guidance or [None]
-        interval = options.guidance_interval
-        grid = [{} if w is None else {"guidance": w, "guidance_interval": interval} for w in scales]
+        grid = guidance_settings(options.guidance, options.guidance_interval)
         write_plots(ctx, flows, data, stage, metrics[0] if metrics else None, grid)
     return rows

@@ -52,6 +52,13 @@ def score(
     return float(metric(flat(x), flat(x1)))
 
 
+def guidance_settings(
+    guidance: Sequence[float] | None, interval: Sequence[float] | None
+) -> list[dict[str, Any]]:
+    """``fk.sample``'s guidance keywords for each scale (``[{}]``, unguided, without scales)."""
+    return [{"guidance": w, "guidance_interval": interval} for w in guidance or []] or [{}]
+
+
 def check_evaluation(
     solvers: Sequence[Any], metrics: list[Metric], cond: Mapping[str, Tensor], classifier: Any
 ) -> None:
@@ -124,10 +131,9 @@ def evaluate(
     cond = dict(cond or {})
     check_evaluation(solvers, built, cond, classifier)
     runs = [run for spec in solvers for run in SolverSpec.parse(spec).runs()]
-    solves = [(run, w) for run in runs for w in guidance or [None]]
+    solves = [(run, g) for run in runs for g in guidance_settings(guidance, guidance_interval)]
     rows: list[dict[str, Any]] = []
-    for run, w in tqdm(solves, desc=desc, unit="solve", disable=not progress, leave=False):
-        guided = {} if w is None else {"guidance": w, "guidance_interval": guidance_interval}
+    for run, guided in tqdm(solves, desc=desc, unit="solve", disable=not progress, leave=False):
         start = time.perf_counter()
         sol = sharded_sample(
             flow, x0, cond=cond or None, **run.arguments(), **guided, check_finite=False
@@ -136,7 +142,7 @@ def evaluate(
             "kind": "eval",
             "solver": run.name,
             "steps": run.sample_args.get("steps"),
-            **({} if w is None else {"guidance": w}),
+            **({"guidance": guided["guidance"]} if guided else {}),
             "nfe": int(sol.nfe),
             "seconds": time.perf_counter() - start,
         }
